@@ -1,0 +1,1 @@
+"""customer-api: the front door for shops and their e-commerce backends."""

@@ -1,0 +1,81 @@
+"""Queries on the customer-api's tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from customer_api.adapters import tables
+
+
+def insert_ignoring_duplicates(session: Session, table: Any, rows: Sequence[dict[str, Any]], returning: Any) -> set[Any]:
+    """Insert rows, skipping those whose key exists; return the `returning` values of rows inserted."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert_fn(table).on_conflict_do_nothing().returning(returning)
+    inserted: set[Any] = set()
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        inserted.update(session.execute(statement.values(list(chunk))).scalars())
+    return inserted
+
+
+class CustomerRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, shop_id: str, customer_id: str) -> dict[str, Any] | None:
+        row = self._session.execute(
+            select(tables.customers).where(
+                tables.customers.c.shop_id == shop_id, tables.customers.c.customer_id == customer_id
+            )
+        ).mappings().first()
+        return dict(row) if row else None
+
+    def insert(self, values: dict[str, Any]) -> None:
+        self._session.execute(insert(tables.customers).values(**values))
+
+    def update(self, shop_id: str, customer_id: str, values: dict[str, Any]) -> None:
+        self._session.execute(
+            update(tables.customers)
+            .where(tables.customers.c.shop_id == shop_id, tables.customers.c.customer_id == customer_id)
+            .values(**values)
+        )
+
+    def consents(self, shop_id: str, customer_id: str) -> dict[str, dict[str, Any]]:
+        rows = self._session.execute(
+            select(tables.consents).where(
+                tables.consents.c.shop_id == shop_id, tables.consents.c.customer_id == customer_id
+            )
+        ).mappings()
+        return {row["channel"]: dict(row) for row in rows}
+
+    def set_consent(
+        self, shop_id: str, customer_id: str, channel: str, granted: bool, basis: str, source: str, at: datetime
+    ) -> None:
+        values = {
+            "shop_id": shop_id,
+            "customer_id": customer_id,
+            "channel": channel,
+            "granted": granted,
+            "legal_basis": basis,
+            "source": source,
+            "changed_at": at,
+        }
+        dialect = self._session.get_bind().dialect.name
+        insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert_fn(tables.consents).values(**values)
+        self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["shop_id", "customer_id", "channel"],
+                set_={k: statement.excluded[k] for k in ("granted", "legal_basis", "source", "changed_at")},
+            )
+        )
+        self._session.execute(insert(tables.consent_history).values(**values))

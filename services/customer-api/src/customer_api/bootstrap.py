@@ -1,0 +1,46 @@
+"""The one place where the customer-api's adapters are wired to its handlers and routes."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from customer_api.adapters import tables
+from customer_api.entrypoints.api.routes import build_router
+from customer_api.service_layer.uow import CustomerApiUnitOfWork
+from retention_shared.runtime import PlatformContext, ServiceRuntime
+from retention_shared.tenancy import CachedKeyDirectory
+from retention_shared.web import ServiceApi, principal_dependency
+
+NAME = "customer-api"
+
+
+def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
+    outbox_committed = threading.Event()
+    uow_factory = partial(
+        CustomerApiUnitOfWork,
+        sessionmaker(engine, expire_on_commit=False),
+        tables=tables.messaging,
+        clock=platform.clock,
+        source=NAME,
+        on_commit=outbox_committed.set,
+    )
+    directory = CachedKeyDirectory(engine, tables.api_keys)
+    router = build_router(
+        uow_factory=uow_factory,
+        authenticate=principal_dependency(lambda _request: directory),
+        admin_token=platform.settings.admin_token.get_secret_value(),
+    )
+    runtime = ServiceRuntime(
+        name=NAME,
+        engine=engine,
+        tables=tables.messaging,
+        api=ServiceApi(NAME, [router]),
+        uow_factory=uow_factory,
+        outbox_committed=outbox_committed,
+    )
+    runtime.api.readiness["database"] = runtime.check_database
+    return runtime

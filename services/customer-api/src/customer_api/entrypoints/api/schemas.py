@@ -1,0 +1,102 @@
+"""Request and response bodies of the customer-api."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from customer_api.domain.contact import LOCALE_PATTERN, check_timezone, normalise_email, normalise_phone
+
+ConsentChannel = Literal["email", "sms", "line", "phone"]
+
+
+class ShopCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str = Field("Asia/Tokyo", description="IANA timezone of the shop")
+    currency: str = Field("JPY", pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+    locale: str = Field("ja", pattern=LOCALE_PATTERN)
+
+    _tz = field_validator("timezone")(check_timezone)
+
+
+class ShopCreated(BaseModel):
+    id: str
+    api_key: str = Field(description="Shown once; store it now. Only its prefix is kept visible.")
+    api_key_prefix: str
+    scopes: list[str]
+
+
+class CustomerWrite(BaseModel):
+    """The whole profile: fields left out are cleared. Consents given are changed; others are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(None, max_length=320)
+    phone: str | None = Field(None, description="E.164, e.g. +819012345678")
+    line_user_id: str | None = Field(None, max_length=128)
+    name: str | None = Field(None, max_length=200)
+    locale: str | None = Field(None, pattern=LOCALE_PATTERN)
+    timezone: str | None = Field(None, description="IANA timezone, e.g. Asia/Tokyo")
+    birthday: date | None = None
+    attributes: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=50)
+    consents: dict[ConsentChannel, bool] = Field(default_factory=dict, description='e.g. {"email": true}')
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        return normalise_email(value) if value is not None else None
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return normalise_phone(value) if value is not None else None
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return check_timezone(value) if value is not None else None
+
+
+class ConsentRead(BaseModel):
+    granted: bool
+    legal_basis: str
+    source: str
+    changed_at: datetime
+
+
+class CustomerRead(BaseModel):
+    customer_id: str
+    email: str | None
+    phone: str | None
+    line_user_id: str | None
+    name: str | None
+    locale: str | None
+    timezone: str | None
+    birthday: date | None
+    attributes: dict[str, Any]
+    consents: dict[str, ConsentRead]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventBatch(BaseModel):
+    events: list[Any] = Field(
+        min_length=1,
+        max_length=1000,
+        description="Up to 1,000 events (and 1 MB). Each is "
+        '{"id", "type", "customer_id", "occurred_at", "data"} and is validated on its own.',
+    )
+
+
+class EventResultRead(BaseModel):
+    id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    error: str | None = None
+
+
+class EventBatchResult(BaseModel):
+    results: list[EventResultRead]

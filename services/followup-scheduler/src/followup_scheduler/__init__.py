@@ -1,0 +1,1 @@
+"""followup-scheduler: turns events into timely, welcome outreach."""

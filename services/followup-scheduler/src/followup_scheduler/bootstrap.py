@@ -1,0 +1,79 @@
+"""The one place where the followup-scheduler's adapters are wired to its handlers and routes."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from followup_scheduler.adapters import tables
+from followup_scheduler.adapters.channels.smtp import SmtpChannel
+from followup_scheduler.adapters.rendering import Renderer
+from followup_scheduler.entrypoints.api.routes import build_router
+from followup_scheduler.service_layer import handlers
+from followup_scheduler.service_layer.dispatch import Dispatcher
+from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
+from retention_shared.events import topics
+from retention_shared.events.envelope import Envelope
+from retention_shared.runtime import PeriodicJob, PlatformContext, ServiceRuntime
+from retention_shared.tenancy import CachedKeyDirectory, tenancy_handlers
+from retention_shared.web import ServiceApi, principal_dependency
+
+NAME = "followup-scheduler"
+TRIGGER_EVENTS = (
+    "purchase_made",
+    "refund_issued",
+    "login_dropped",
+    "ticket_opened",
+    "ticket_resolved",
+    "segment_changed",
+    "churn_risk_changed",
+    "survey_answered",
+)
+
+
+def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
+    settings = platform.settings
+    outbox_committed = threading.Event()
+    uow_factory = partial(
+        SchedulerUnitOfWork,
+        sessionmaker(engine, expire_on_commit=False),
+        tables=tables.messaging,
+        clock=platform.clock,
+        source=NAME,
+        on_commit=outbox_committed.set,
+    )
+    directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
+    router = build_router(uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory))
+    dispatcher = Dispatcher(
+        uow_factory=uow_factory,
+        channels={"email": SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_sender)},
+        renderer=Renderer(),
+    )
+    replica = tenancy_handlers(tables.tenancy)
+
+    def shop_registered(event: Envelope, uow: SchedulerUnitOfWork) -> None:
+        replica["shop_registered"](event, uow)
+        handlers.shop_registered(event, uow)
+
+    runtime = ServiceRuntime(
+        name=NAME,
+        engine=engine,
+        tables=tables.messaging,
+        api=ServiceApi(NAME, [router]),
+        uow_factory=uow_factory,
+        topics=[topics.TENANCY, topics.CUSTOMER, topics.ACTIVITY, topics.INSIGHT, topics.SURVEY],
+        handlers={
+            **replica,
+            "shop_registered": shop_registered,
+            "customer_upserted": handlers.customer_upserted,
+            "consent_changed": handlers.consent_changed,
+            **{event_type: handlers.trigger for event_type in TRIGGER_EVENTS},
+        },
+        jobs=[PeriodicJob("dispatcher", 0.1, dispatcher.dispatch_due)],
+        outbox_committed=outbox_committed,
+    )
+    runtime.api.readiness["database"] = runtime.check_database
+    return runtime

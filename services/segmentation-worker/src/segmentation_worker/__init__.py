@@ -1,0 +1,1 @@
+"""segmentation-worker: turns activity into segments and predictions."""

@@ -1,0 +1,53 @@
+"""The one place where the segmentation-worker's adapters are wired to its handlers and routes."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from segmentation_worker.adapters import tables
+from segmentation_worker.entrypoints.api.routes import build_router
+from segmentation_worker.service_layer import handlers
+from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
+from retention_shared.events import topics
+from retention_shared.runtime import PlatformContext, ServiceRuntime
+from retention_shared.tenancy import CachedKeyDirectory, tenancy_handlers
+from retention_shared.web import ServiceApi, principal_dependency
+
+NAME = "segmentation-worker"
+
+
+def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
+    outbox_committed = threading.Event()
+    uow_factory = partial(
+        SegmentationUnitOfWork,
+        sessionmaker(engine, expire_on_commit=False),
+        tables=tables.messaging,
+        clock=platform.clock,
+        source=NAME,
+        on_commit=outbox_committed.set,
+    )
+    directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
+    router = build_router(uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory))
+    runtime = ServiceRuntime(
+        name=NAME,
+        engine=engine,
+        tables=tables.messaging,
+        api=ServiceApi(NAME, [router]),
+        uow_factory=uow_factory,
+        topics=[topics.TENANCY, topics.ACTIVITY],
+        handlers={
+            **tenancy_handlers(tables.tenancy),
+            "purchase_made": handlers.purchase_made,
+            "refund_issued": handlers.refund_issued,
+            "login_recorded": handlers.login_recorded,
+            "ticket_opened": handlers.ticket_opened,
+            "ticket_resolved": handlers.ticket_resolved,
+        },
+        outbox_committed=outbox_committed,
+    )
+    runtime.api.readiness["database"] = runtime.check_database
+    return runtime

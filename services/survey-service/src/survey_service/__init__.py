@@ -1,0 +1,1 @@
+"""survey-service: NPS, CSAT and CES surveys that close the loop."""

@@ -1,0 +1,226 @@
+"""The transactional outbox: events are rows written in the same transaction as the state change.
+
+The relay publishes unpublished rows in id order and marks them published in the same DB
+transaction that read them, after the broker acknowledged every one. A crash between the two
+re-publishes those rows; consumers drop the repeats through their inbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from retention_shared.clock import Clock
+from retention_shared.db import UTCDateTime
+from retention_shared.events.catalogue import spec_for
+from retention_shared.events.envelope import Envelope
+from retention_shared.messaging.ports import Publisher
+from retention_shared.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MessagingTables:
+    outbox: Table
+    inbox: Table
+
+
+def messaging_tables(metadata: MetaData) -> MessagingTables:
+    """Declare the outbox and inbox tables in a service's own metadata (each service has its own DB)."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("event_id", String(200), nullable=False),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(300), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("published_at", UTCDateTime(), nullable=True),
+    )
+    Index(
+        "ix_outbox_unpublished",
+        outbox.c.id,
+        postgresql_where=outbox.c.published_at.is_(None),
+        sqlite_where=outbox.c.published_at.is_(None),
+    )
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("consumer_group", String(200), nullable=False),
+        Column("shop_id", String(128), nullable=False),
+        Column("event_id", String(200), nullable=False),
+        Column("processed_at", UTCDateTime(), nullable=False),
+        PrimaryKeyConstraint("consumer_group", "shop_id", "event_id"),
+    )
+    return MessagingTables(outbox=outbox, inbox=inbox)
+
+
+class OutboxWriter:
+    """Collects a unit of work's outgoing events and writes them when it commits."""
+
+    def __init__(self, session: Session, tables: MessagingTables, clock: Clock) -> None:
+        self._session = session
+        self._tables = tables
+        self._clock = clock
+        self._pending: list[dict[str, Any]] = []
+
+    def add(self, envelope: Envelope) -> None:
+        self._pending.append(
+            {
+                "event_id": envelope.id,
+                "topic": spec_for(envelope.type).topic.name,
+                "key": envelope.key,
+                "payload": envelope.model_dump_json(),
+                "created_at": self._clock.now(),
+            }
+        )
+
+    def discard(self) -> None:
+        """Forget events of a handler attempt that was rolled back."""
+        self._pending = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._session.execute(insert(self._tables.outbox), self._pending)
+            self._pending = []
+
+
+class Inbox:
+    """Remembers which events a consumer group has applied, so redeliveries have no effect."""
+
+    def __init__(self, session: Session, tables: MessagingTables, clock: Clock) -> None:
+        self._session = session
+        self._table = tables.inbox
+        self._clock = clock
+
+    def seen(self, group: str, shop_id: str, event_id: str) -> bool:
+        row = self._session.execute(
+            select(self._table.c.event_id).where(
+                self._table.c.consumer_group == group,
+                self._table.c.shop_id == shop_id,
+                self._table.c.event_id == event_id,
+            )
+        ).first()
+        return row is not None
+
+    def record(self, group: str, shop_id: str, event_id: str) -> None:
+        self._session.execute(
+            insert(self._table).values(
+                consumer_group=group, shop_id=shop_id, event_id=event_id, processed_at=self._clock.now()
+            )
+        )
+
+    def purge_older_than(self, age: timedelta) -> int:
+        result = self._session.execute(
+            delete(self._table).where(self._table.c.processed_at < self._clock.now() - age)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+class OutboxRelay:
+    """Publishes a service's outbox. On PostgreSQL an advisory lock keeps one active relay per
+    service, which preserves per-customer order when several replicas run."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        engine: Engine,
+        tables: MessagingTables,
+        publisher: Publisher,
+        clock: Clock,
+        namespace: str = "",
+        batch_size: int = 1000,
+    ) -> None:
+        self._service = service
+        self._engine = engine
+        self._outbox = tables.outbox
+        self._publisher = publisher
+        self._clock = clock
+        self._namespace = namespace
+        self._batch_size = batch_size
+        self._lock_key = _advisory_key(f"outbox:{service}")
+        self.wakeup = threading.Event()
+
+    def relay_once(self) -> int:
+        """Publish one batch; return how many rows were published."""
+        table = self._outbox
+        with self._engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                got_lock = connection.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": self._lock_key}
+                ).scalar()
+                if not got_lock:
+                    return 0
+            rows = connection.execute(
+                select(table.c.id, table.c.topic, table.c.key, table.c.payload)
+                .where(table.c.published_at.is_(None))
+                .order_by(table.c.id)
+                .limit(self._batch_size)
+            ).all()
+            if not rows:
+                return 0
+            for row in rows:
+                topic = f"{self._namespace}.{row.topic}" if self._namespace else row.topic
+                self._publisher.send(topic, row.key, row.payload.encode())
+            self._publisher.flush()
+            connection.execute(
+                update(table)
+                .where(table.c.id.in_([row.id for row in rows]))
+                .values(published_at=self._clock.now())
+            )
+        EVENTS_PUBLISHED.labels(self._service).inc(len(rows))
+        return len(rows)
+
+    def backlog(self) -> int:
+        with self._engine.connect() as connection:
+            count = connection.execute(
+                select(func.count()).select_from(self._outbox).where(self._outbox.c.published_at.is_(None))
+            ).scalar_one()
+        OUTBOX_BACKLOG.labels(self._service).set(count)
+        return int(count)
+
+    def purge_published(self, older_than: timedelta) -> int:
+        """Published rows are kept a while for inspection, then deleted."""
+        with self._engine.begin() as connection:
+            result = connection.execute(
+                delete(self._outbox).where(
+                    self._outbox.c.published_at.is_not(None),
+                    self._outbox.c.published_at < self._clock.now() - older_than,
+                )
+            )
+        return int(result.rowcount or 0)
+
+
+def _advisory_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

@@ -1,0 +1,181 @@
+"""HTTP plumbing shared by every service: problem+json errors, health, metrics, correlation ids, auth."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from retention_shared.logs import correlation_id, new_correlation_id
+from retention_shared.metrics import REQUEST_LATENCY
+from retention_shared.problems import Problem
+from retention_shared.tenancy import KeyDirectory, Principal, hash_api_key
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+ReadinessCheck = Callable[[], None]
+
+
+@dataclass
+class ServiceApi:
+    """What a service contributes to an HTTP app: its routers and its readiness checks."""
+
+    name: str
+    routers: list[APIRouter]
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+
+def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    return JSONResponse(
+        problem.body(instance=request.url.path),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+def _field_path(location: Iterable[Any]) -> str:
+    parts = [str(part) for part in location]
+    return ".".join(parts)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for error in exc.errors():
+            message = error.get("msg", "invalid")
+            if error.get("type") == "json_invalid":
+                message = f"malformed JSON: {error.get('ctx', {}).get('error', message)}"
+            errors.append({"field": _field_path(error.get("loc", ())), "message": message})
+        problem = Problem(422, "Unprocessable Content", "The request did not validate", errors=errors)
+        return problem_response(problem, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
+        problem = Problem(
+            exc.status_code,
+            titles.get(exc.status_code, "Error"),
+            str(exc.detail) if exc.detail else None,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+        return problem_response(problem, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "Internal Server Error", "An unexpected error occurred"), request)
+
+
+def install_observability(app: FastAPI, service: str) -> None:
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        incoming = request.headers.get("x-correlation-id")
+        token = correlation_id.set(incoming[:128] if incoming else new_correlation_id())
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Correlation-ID"] = correlation_id.get() or ""
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUEST_LATENCY.labels(service, request.method, template, str(status)).observe(
+                time.perf_counter() - started
+            )
+            correlation_id.reset(token)
+
+
+def create_app(title: str, service: str, apis: list[ServiceApi], *, version: str = "0.1.0") -> FastAPI:
+    """One FastAPI app for one service, or for all of them in the embedded mode."""
+    app = FastAPI(
+        title=title,
+        version=version,
+        description="Retention platform API. Errors are RFC 9457 application/problem+json.",
+    )
+    install_problem_handlers(app)
+    install_observability(app, service)
+    for api in apis:
+        for router in api.routers:
+            app.include_router(router)
+    checks = {f"{api.name}:{name}": check for api in apis for name, check in api.readiness.items()}
+    app.include_router(health_router(checks))
+    return app
+
+
+def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process is serving")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: the database and the broker are reachable")
+    def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        ready = True
+        for name, check in checks.items():
+            try:
+                check()
+                results[name] = "ok"
+            except Exception as exc:
+                ready = False
+                results[name] = f"failing: {exc}"[:300]
+        return JSONResponse({"status": "ready" if ready else "unready", "checks": results}, 200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <api key>'", headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def principal_dependency(directory_of: Callable[[Request], KeyDirectory]) -> Callable[..., Principal]:
+    """A FastAPI dependency that authenticates the shop's API key."""
+
+    def authenticate(request: Request) -> Principal:
+        token = _bearer(request)
+        principal = directory_of(request).lookup(hash_api_key(token))
+        if principal is None:
+            raise Problem(401, "Unauthorized", "Unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        request.state.principal = principal
+        return principal
+
+    return authenticate
+
+
+def require_scope(authenticate: Callable[..., Principal], scope: str) -> Callable[..., Principal]:
+    def check(principal: Principal = Depends(authenticate)) -> Principal:
+        if not principal.allows(scope):
+            raise Problem(403, "Forbidden", f"This API key lacks the '{scope}' scope")
+        return principal
+
+    return check
+
+
+def bearer_token(request: Request) -> str:
+    return _bearer(request)
