@@ -12,6 +12,8 @@
 # Environment:
 #   RETENTION_PG_PORT           port on 127.0.0.1 (default 5432)
 #   RETENTION_PG_START_TIMEOUT  seconds to wait for readiness (default 60)
+#   RETENTION_PG_DATABASES      space-separated database names (default: the
+#                               four retention_* databases listed below)
 #
 # Role `retention` (password `retention`, LOGIN CREATEDB) owns the databases
 # below; URLs: postgresql+psycopg://retention:retention@127.0.0.1:$PORT/<db>
@@ -23,7 +25,8 @@ PORT=${RETENTION_PG_PORT:-5432}
 START_TIMEOUT=${RETENTION_PG_START_TIMEOUT:-60}
 ROLE=retention
 PASSWORD=retention
-DATABASES=(retention_customer_api retention_segmentation retention_followup retention_survey)
+# Space-separated override: RETENTION_PG_DATABASES="db1 db2 ...".
+read -r -a DATABASES <<<"${RETENTION_PG_DATABASES:-retention_customer_api retention_segmentation retention_followup retention_survey}"
 MAX_CONNECTIONS=300
 # Cluster created for a non-default port when no cluster uses that port yet.
 OWN_CLUSTER_NAME=retention
@@ -68,6 +71,7 @@ need_root() {
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         say "re-running as root through sudo: $*"
         exec sudo -n env RETENTION_PG_PORT="$PORT" RETENTION_PG_START_TIMEOUT="$START_TIMEOUT" \
+            RETENTION_PG_DATABASES="${DATABASES[*]}" \
             bash "${BASH_SOURCE[0]}" "$@"
     fi
     die "'$1' needs root. Run 'sudo $0 start' once, or install and start PostgreSQL yourself with a role '$ROLE' (password '$PASSWORD', CREATEDB) on $HOST:$PORT."

@@ -93,7 +93,7 @@ class ConsumerRunner:
         try:
             for attempt in Retrying(
                 retry=retry_if_exception_type(INFRASTRUCTURE_ERRORS),
-                wait=backoff(initial=0.1, max=10),
+                wait=backoff(multiplier=0.1, max=10),
                 stop=stop_when_event_set(self._stopping),
                 before_sleep=before_sleep_log(log, logging.WARNING),
                 reraise=True,

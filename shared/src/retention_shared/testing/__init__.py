@@ -1,0 +1,1 @@
+"""Test fixtures for real PostgreSQL, Kafka and SMTP (loaded as a pytest plugin)."""
