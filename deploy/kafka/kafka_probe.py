@@ -10,6 +10,7 @@ finished starting, is unfenced and serves client requests. Exits 1 otherwise
 versions below 4, and v4 is still a non-flexible version, which keeps the
 encoding trivial.
 """
+
 import socket
 import struct
 import sys
@@ -31,8 +32,7 @@ def _read_exact(sock, n):
 
 def probe(host, port, timeout):
     client_id = b"retention-kafka-probe"
-    header = struct.pack(">hhih", API_METADATA, API_VERSION, CORRELATION_ID,
-                         len(client_id)) + client_id
+    header = struct.pack(">hhih", API_METADATA, API_VERSION, CORRELATION_ID, len(client_id)) + client_id
     # topics: empty array (= no topics); allow_auto_topic_creation: false
     body = struct.pack(">ib", 0, 0)
     request = header + body

@@ -57,12 +57,21 @@ class FakePublisher:
         pass
 
 
-def login_record(offset: int, event_id: str, *, topic: str = "retention.activity.v1", customer: str = "c1") -> Record:
+def login_record(
+    offset: int, event_id: str, *, topic: str = "retention.activity.v1", customer: str = "c1"
+) -> Record:
     envelope = build_envelope(
-        id=event_id, type="login_recorded", source="test", shop_id="shop_1", customer_id=customer,
-        data={}, time=datetime(2026, 1, 1, tzinfo=UTC),
+        id=event_id,
+        type="login_recorded",
+        source="test",
+        shop_id="shop_1",
+        customer_id=customer,
+        data={},
+        time=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    return Record(topic=topic, partition=0, offset=offset, key=envelope.key.encode(), value=envelope.to_json_bytes())
+    return Record(
+        topic=topic, partition=0, offset=offset, key=envelope.key.encode(), value=envelope.to_json_bytes()
+    )
 
 
 def raw_record(offset: int, value: Any, topic: str = "retention.activity.v1") -> Record:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -14,7 +14,9 @@ from retention_shared.logs import configure_logging
 from retention_shared.runtime import discover_services, service_named
 
 app = typer.Typer(help="Retention: keep and grow your existing customers.", no_args_is_help=True)
-run_app = typer.Typer(help="Run the platform, a service's API, or a service's consumer.", no_args_is_help=True)
+run_app = typer.Typer(
+    help="Run the platform, a service's API, or a service's consumer.", no_args_is_help=True
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
@@ -22,7 +24,9 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 console = Console(stderr=True)
 
-ServiceArg = Annotated[str, typer.Argument(help="customer-api, segmentation-worker, followup-scheduler or survey-service")]
+ServiceArg = Annotated[
+    str, typer.Argument(help="customer-api, segmentation-worker, followup-scheduler or survey-service")
+]
 Host = Annotated[str, typer.Option(help="Interface to listen on")]
 
 
@@ -32,12 +36,14 @@ def _settings(**overrides: object) -> PlatformSettings:
     return settings
 
 
-def _uvicorn(app_: object, host: str, port: int) -> None:
+def _uvicorn(app_: Any, host: str, port: int) -> None:
     uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30)
 
 
 @run_app.command("all")
-def run_all(host: Host = "127.0.0.1", port: Annotated[int | None, typer.Option(help="default RETENTION_PORT")] = None) -> None:
+def run_all(
+    host: Host = "127.0.0.1", port: Annotated[int | None, typer.Option(help="default RETENTION_PORT")] = None
+) -> None:
     """Every service in one process (embedded mode: SQLite under ./var and the in-process bus)."""
     from retention_shared.platform import all_in_one_app
 
@@ -106,7 +112,9 @@ def topics_ensure() -> None:
         partitions=settings.topic_partitions,
         replication=settings.topic_replication,
     )
-    console.print(f"topics: {len(created)} created, {len(platform.all_topic_names()) - len(created)} already there")
+    console.print(
+        f"topics: {len(created)} created, {len(platform.all_topic_names()) - len(created)} already there"
+    )
 
 
 @dlq_app.command("replay")
@@ -131,7 +139,9 @@ def services() -> None:
 
 
 @app.command()
-def catalogue(out: Annotated[Path, typer.Option(help="where to write the catalogue")] = Path("docs/events")) -> None:
+def catalogue(
+    out: Annotated[Path, typer.Option(help="where to write the catalogue")] = Path("docs/events"),
+) -> None:
     """Generate the JSON Schema of every event and the AsyncAPI 3 document from the models."""
     from retention_shared.events.docs import write_catalogue
 

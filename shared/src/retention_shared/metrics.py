@@ -13,7 +13,13 @@ REQUEST_LATENCY = Histogram(
 EVENTS_CONSUMED = Counter(
     "retention_events_consumed_total", "Records consumed, by outcome", ["service", "topic", "outcome"]
 )
-EVENTS_PUBLISHED = Counter("retention_events_published_total", "Records published by the outbox relay", ["service"])
-CONSUMER_LAG = Gauge("retention_consumer_lag", "Records behind the end of the assigned partitions", ["service"])
+EVENTS_PUBLISHED = Counter(
+    "retention_events_published_total", "Records published by the outbox relay", ["service"]
+)
+CONSUMER_LAG = Gauge(
+    "retention_consumer_lag", "Records behind the end of the assigned partitions", ["service"]
+)
 OUTBOX_BACKLOG = Gauge("retention_outbox_backlog", "Outbox rows not yet published", ["service"])
-DEAD_LETTERED = Counter("retention_dead_lettered_total", "Records sent to a dead-letter topic", ["service", "topic"])
+DEAD_LETTERED = Counter(
+    "retention_dead_lettered_total", "Records sent to a dead-letter topic", ["service", "topic"]
+)

@@ -126,7 +126,12 @@ class Workers:
         deadline = time.monotonic() + timeout_s
         for loop in self._loops:
             loop.thread.join(max(0.0, deadline - time.monotonic()))
+        unfinished = [loop.name for loop in self._loops if loop.thread.is_alive()]
         self._loops.clear()
+        if unfinished:
+            log.error("workers still busy after %.0fs: %s", timeout_s, ", ".join(unfinished))
+        else:
+            log.info("workers stopped: every loop finished its work in flight")
 
     def wait_for_signal(self) -> None:
         """Block until SIGTERM or SIGINT, then stop gracefully."""

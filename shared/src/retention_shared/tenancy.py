@@ -130,7 +130,9 @@ def tenancy_handlers(tables: TenancyTables) -> dict[str, Callable[[Envelope, obj
         session: Session = uow.session  # type: ignore[attr-defined]
         session.execute(
             tables.api_keys.update()
-            .where(tables.api_keys.c.key_id == event.data["key_id"], tables.api_keys.c.shop_id == event.shop_id)
+            .where(
+                tables.api_keys.c.key_id == event.data["key_id"], tables.api_keys.c.shop_id == event.shop_id
+            )
             .values(revoked=True)
         )
 

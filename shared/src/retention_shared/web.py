@@ -78,7 +78,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(Problem(500, "Internal Server Error", "An unexpected error occurred"), request)
+        return problem_response(
+            Problem(500, "Internal Server Error", "An unexpected error occurred"), request
+        )
 
 
 def install_observability(app: FastAPI, service: str) -> None:
@@ -137,7 +139,9 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
             except Exception as exc:
                 ready = False
                 results[name] = f"failing: {exc}"[:300]
-        return JSONResponse({"status": "ready" if ready else "unready", "checks": results}, 200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "unready", "checks": results}, 200 if ready else 503
+        )
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def metrics() -> Response:
@@ -150,7 +154,12 @@ def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Problem(401, "Unauthorized", "Send 'Authorization: Bearer <api key>'", headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(
+            401,
+            "Unauthorized",
+            "Send 'Authorization: Bearer <api key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return token.strip()
 
 
@@ -161,7 +170,9 @@ def principal_dependency(directory_of: Callable[[Request], KeyDirectory]) -> Cal
         token = _bearer(request)
         principal = directory_of(request).lookup(hash_api_key(token))
         if principal is None:
-            raise Problem(401, "Unauthorized", "Unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401, "Unauthorized", "Unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            )
         request.state.principal = principal
         return principal
 

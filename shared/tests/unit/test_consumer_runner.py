@@ -17,15 +17,30 @@ from ..fakes import FakePublisher, FakeSubscriber, login_record, raw_record
 
 def record_application(event: Envelope, uow: SqlAlchemyUnitOfWork) -> None:
     uow.session.execute(insert(applied).values(event_id=event.id))
-    uow.publish("login_dropped", shop_id=event.shop_id, customer_id=event.customer_id,
-                data={"recent_rate_per_week": 0, "baseline_rate_per_week": 1})
+    uow.publish(
+        "login_dropped",
+        shop_id=event.shop_id,
+        customer_id=event.customer_id,
+        data={"recent_rate_per_week": 0, "baseline_rate_per_week": 1},
+    )
 
 
-def runner(subscriber: FakeSubscriber, dlq: FakePublisher, uow_factory: Callable[[], SqlAlchemyUnitOfWork],
-           handler: Callable[[Envelope, Any], None] = record_application, **options: Any) -> ConsumerRunner:
+def runner(
+    subscriber: FakeSubscriber,
+    dlq: FakePublisher,
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+    handler: Callable[[Envelope, Any], None] = record_application,
+    **options: Any,
+) -> ConsumerRunner:
     return ConsumerRunner(
-        service="test", group="test-group", subscriber=subscriber, dead_letters=dlq, uow_factory=uow_factory,
-        handlers={"login_recorded": handler}, retry_delay_s=0, **options,
+        service="test",
+        group="test-group",
+        subscriber=subscriber,
+        dead_letters=dlq,
+        uow_factory=uow_factory,
+        handlers={"login_recorded": handler},
+        retry_delay_s=0,
+        **options,
     )
 
 
@@ -57,9 +72,13 @@ class TestAtLeastOnceWithEffectivelyOnceEffects:
 
 
 class TestPoisonMessages:
-    def test_a_malformed_record_goes_to_the_dead_letter_topic_and_the_batch_goes_on(self, uow_factory: Any) -> None:
+    def test_a_malformed_record_goes_to_the_dead_letter_topic_and_the_batch_goes_on(
+        self, uow_factory: Any
+    ) -> None:
         dlq = FakePublisher()
-        subscriber = FakeSubscriber([login_record(0, "a"), raw_record(1, b"\xff not json"), login_record(2, "b")])
+        subscriber = FakeSubscriber(
+            [login_record(0, "a"), raw_record(1, b"\xff not json"), login_record(2, "b")]
+        )
         runner(subscriber, dlq, uow_factory).run_once()
         assert applied_ids(uow_factory) == ["a", "b"]
         [(topic, _key, value, headers)] = dlq.sent
@@ -69,7 +88,9 @@ class TestPoisonMessages:
         assert headers["original_offset"] == b"1"
         assert subscriber.committed == [0, 1, 2]
 
-    def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_writes_undone(self, uow_factory: Any) -> None:
+    def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_writes_undone(
+        self, uow_factory: Any
+    ) -> None:
         calls: list[str] = []
 
         def flaky(event: Envelope, uow: SqlAlchemyUnitOfWork) -> None:
@@ -79,8 +100,13 @@ class TestPoisonMessages:
                 raise RuntimeError("downstream exploded")
 
         dlq = FakePublisher()
-        runner(FakeSubscriber([login_record(0, "bad"), login_record(1, "good")]), dlq, uow_factory, flaky,
-               max_attempts=3).run_once()
+        runner(
+            FakeSubscriber([login_record(0, "bad"), login_record(1, "good")]),
+            dlq,
+            uow_factory,
+            flaky,
+            max_attempts=3,
+        ).run_once()
         assert calls.count("bad") == 3
         assert applied_ids(uow_factory) == ["good"]
         assert outbox_count(uow_factory) == 1

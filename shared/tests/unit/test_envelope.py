@@ -41,7 +41,10 @@ class TestDecodingEnvelopes:
             (b"[1, 2]", "JSON object"),
             (json.dumps(purchase(type="nonsense")).encode(), "unknown event type"),
             (json.dumps(purchase(time="2026-11-23T10:00:00")).encode(), "time"),
-            (json.dumps(purchase(data={"order_id": "o", "amount": "-5", "currency": "JPY"})).encode(), "data.amount"),
+            (
+                json.dumps(purchase(data={"order_id": "o", "amount": "-5", "currency": "JPY"})).encode(),
+                "data.amount",
+            ),
             (json.dumps(purchase(id="x" * 129)).encode(), "id"),
         ],
     )
@@ -53,9 +56,21 @@ class TestDecodingEnvelopes:
 class TestCatalogue:
     def test_every_type_the_foundation_names_is_catalogued(self) -> None:
         required = {
-            "purchase_made", "refund_issued", "login_recorded", "login_dropped", "ticket_opened",
-            "ticket_resolved", "customer_upserted", "consent_changed", "customer_erased", "segment_changed",
-            "churn_risk_changed", "followup_scheduled", "followup_sent", "followup_failed", "survey_answered",
+            "purchase_made",
+            "refund_issued",
+            "login_recorded",
+            "login_dropped",
+            "ticket_opened",
+            "ticket_resolved",
+            "customer_upserted",
+            "consent_changed",
+            "customer_erased",
+            "segment_changed",
+            "churn_risk_changed",
+            "followup_scheduled",
+            "followup_sent",
+            "followup_failed",
+            "survey_answered",
         }
         assert required <= set(CATALOGUE)
 
@@ -65,8 +80,12 @@ class TestCatalogue:
 
     def test_aliased_fields_are_written_with_their_wire_names(self) -> None:
         envelope = build_envelope(
-            type="segment_changed", source="t", shop_id="s", customer_id="c",
-            data={"from": "new", "to": "loyal"}, time=datetime.now(UTC),
+            type="segment_changed",
+            source="t",
+            shop_id="s",
+            customer_id="c",
+            data={"from": "new", "to": "loyal"},
+            time=datetime.now(UTC),
         )
         decoded = decode_envelope(envelope.to_json_bytes())
         assert decoded.data == {"from": "new", "to": "loyal"}

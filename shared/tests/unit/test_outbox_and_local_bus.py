@@ -17,27 +17,34 @@ from ..fakes import FakePublisher
 
 def publish_login_dropped(uow_factory: Any, *, commit: bool, customer: str = "c1") -> None:
     with uow_factory() as uow:
-        uow.publish("login_dropped", shop_id="shop_1", customer_id=customer,
-                    data={"recent_rate_per_week": 0.5, "baseline_rate_per_week": 3})
+        uow.publish(
+            "login_dropped",
+            shop_id="shop_1",
+            customer_id=customer,
+            data={"recent_rate_per_week": 0.5, "baseline_rate_per_week": 3},
+        )
         if commit:
             uow.commit()
 
 
 def relay(engine: Engine, publisher: Any, clock: ManualClock, namespace: str = "") -> OutboxRelay:
-    return OutboxRelay(service="test", engine=engine, tables=messaging, publisher=publisher, clock=clock,
-                       namespace=namespace)
+    return OutboxRelay(
+        service="test", engine=engine, tables=messaging, publisher=publisher, clock=clock, namespace=namespace
+    )
 
 
 class TestTransactionalOutbox:
-    def test_a_rolled_back_transaction_publishes_nothing(self, uow_factory: Any, sqlite_engine: Engine,
-                                                          manual_clock: ManualClock) -> None:
+    def test_a_rolled_back_transaction_publishes_nothing(
+        self, uow_factory: Any, sqlite_engine: Engine, manual_clock: ManualClock
+    ) -> None:
         publish_login_dropped(uow_factory, commit=False)
         publisher = FakePublisher()
         assert relay(sqlite_engine, publisher, manual_clock).relay_once() == 0
         assert publisher.sent == []
 
-    def test_committed_events_are_published_in_order_with_their_key(self, uow_factory: Any, sqlite_engine: Engine,
-                                                                      manual_clock: ManualClock) -> None:
+    def test_committed_events_are_published_in_order_with_their_key(
+        self, uow_factory: Any, sqlite_engine: Engine, manual_clock: ManualClock
+    ) -> None:
         for customer in ("c1", "c2", "c3"):
             publish_login_dropped(uow_factory, commit=True, customer=customer)
         publisher = FakePublisher()
@@ -49,8 +56,9 @@ class TestTransactionalOutbox:
         ]
         assert relay(sqlite_engine, publisher, manual_clock).relay_once() == 0
 
-    def test_rows_stay_unpublished_until_the_broker_acknowledges(self, uow_factory: Any, sqlite_engine: Engine,
-                                                                  manual_clock: ManualClock) -> None:
+    def test_rows_stay_unpublished_until_the_broker_acknowledges(
+        self, uow_factory: Any, sqlite_engine: Engine, manual_clock: ManualClock
+    ) -> None:
         publish_login_dropped(uow_factory, commit=True)
         publisher = FakePublisher(fail_flushes=1)
         outbox_relay = relay(sqlite_engine, publisher, manual_clock)
@@ -61,8 +69,9 @@ class TestTransactionalOutbox:
         assert outbox_relay.backlog() == 0
         assert len(publisher.sent) == 1
 
-    def test_published_rows_are_purged_after_the_retention_period(self, uow_factory: Any, sqlite_engine: Engine,
-                                                                   manual_clock: ManualClock) -> None:
+    def test_published_rows_are_purged_after_the_retention_period(
+        self, uow_factory: Any, sqlite_engine: Engine, manual_clock: ManualClock
+    ) -> None:
         from datetime import timedelta
 
         publish_login_dropped(uow_factory, commit=True)

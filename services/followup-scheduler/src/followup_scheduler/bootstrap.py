@@ -46,7 +46,9 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         on_commit=outbox_committed.set,
     )
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
-    router = build_router(uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory))
+    router = build_router(
+        uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory)
+    )
     dispatcher = Dispatcher(
         uow_factory=uow_factory,
         channels={"email": SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_sender)},

@@ -8,14 +8,14 @@ from functools import partial
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from segmentation_worker.adapters import tables
-from segmentation_worker.entrypoints.api.routes import build_router
-from segmentation_worker.service_layer import handlers
-from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 from retention_shared.events import topics
 from retention_shared.runtime import PlatformContext, ServiceRuntime
 from retention_shared.tenancy import CachedKeyDirectory, tenancy_handlers
 from retention_shared.web import ServiceApi, principal_dependency
+from segmentation_worker.adapters import tables
+from segmentation_worker.entrypoints.api.routes import build_router
+from segmentation_worker.service_layer import handlers
+from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 NAME = "segmentation-worker"
 
@@ -31,7 +31,9 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         on_commit=outbox_committed.set,
     )
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
-    router = build_router(uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory))
+    router = build_router(
+        uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory)
+    )
     runtime = ServiceRuntime(
         name=NAME,
         engine=engine,

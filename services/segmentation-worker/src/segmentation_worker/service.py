@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from retention_shared.runtime import ServiceDefinition
 from segmentation_worker.adapters.tables import metadata
 from segmentation_worker.bootstrap import NAME, bootstrap
-from retention_shared.runtime import ServiceDefinition
 
 definition = ServiceDefinition(
     name=NAME,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from retention_shared.runtime import ServiceDefinition
 from survey_service.adapters.tables import metadata
 from survey_service.bootstrap import NAME, bootstrap
-from retention_shared.runtime import ServiceDefinition
 
 definition = ServiceDefinition(
     name=NAME,

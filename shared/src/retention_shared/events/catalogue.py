@@ -6,6 +6,7 @@ The JSON Schemas and the AsyncAPI document in docs/ are generated from these mod
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -18,13 +19,13 @@ from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.events.topics import Topic
 
 
-
 def _id() -> Any:
     return Field(pattern=ID_PATTERN, description="At most 128 characters: letters, digits and ._:@-")
 
 
 def _currency() -> Any:
     return Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+
 
 Channel = Literal["email", "sms", "line", "phone", "webhook"]
 
@@ -204,14 +205,16 @@ class SurveyAnswered(EventData):
 @dataclass(frozen=True)
 class EventSpec:
     type: str
-    model: type[EventData]
+    model: builtins.type[EventData]
     topic: Topic
     summary: str
     ingestible: bool = False  # accepted from shops through POST /v1/events and the activity topic
     version: int = 1
 
 
-def _spec(type_: str, model: type[EventData], topic: Topic, summary: str, ingestible: bool = False) -> EventSpec:
+def _spec(
+    type_: str, model: type[EventData], topic: Topic, summary: str, ingestible: bool = False
+) -> EventSpec:
     return EventSpec(type_, model, topic, summary, ingestible)
 
 
@@ -228,7 +231,9 @@ CATALOGUE: dict[str, EventSpec] = {
         _spec("purchase_made", PurchaseMade, topics.ACTIVITY, "An order was placed", True),
         _spec("refund_issued", RefundIssued, topics.ACTIVITY, "Money was returned for an order", True),
         _spec("login_recorded", LoginRecorded, topics.ACTIVITY, "The customer signed in", True),
-        _spec("login_dropped", LoginDropped, topics.ACTIVITY, "The customer signs in far less than before", True),
+        _spec(
+            "login_dropped", LoginDropped, topics.ACTIVITY, "The customer signs in far less than before", True
+        ),
         _spec("ticket_opened", TicketOpened, topics.ACTIVITY, "The customer opened a support ticket", True),
         _spec("ticket_resolved", TicketResolved, topics.ACTIVITY, "A support ticket was resolved", True),
         _spec("segment_changed", SegmentChanged, topics.INSIGHT, "The customer moved to another segment"),

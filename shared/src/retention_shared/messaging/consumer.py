@@ -24,7 +24,7 @@ from tenacity import wait_exponential_jitter as backoff
 
 from retention_shared.events.envelope import Envelope, EnvelopeError, decode_envelope
 from retention_shared.logs import correlation_id
-from retention_shared.messaging.ports import PublishError, Publisher, Record, Subscriber
+from retention_shared.messaging.ports import Publisher, PublishError, Record, Subscriber
 from retention_shared.metrics import CONSUMER_LAG, DEAD_LETTERED, EVENTS_CONSUMED
 from retention_shared.uow import SqlAlchemyUnitOfWork
 

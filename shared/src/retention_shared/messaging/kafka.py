@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -62,6 +63,10 @@ class KafkaSubscriber:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=1000,
+            # A crashed member's partitions wait for its session to expire; 10 s (not the 45 s
+            # default) bounds how long a killed consumer stalls its share of the work.
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=3000,
         )
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
@@ -127,13 +132,15 @@ def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int, repl
         existing = set(admin.list_topics())
         missing = [name for name in names if name not in existing]
         if missing:
-            try:
+            # Another process may create a topic between our list and our create.
+            with suppress(TopicAlreadyExistsError):
                 admin.create_topics(
-                    {name: {"num_partitions": partitions, "replication_factor": replication} for name in missing},
+                    {
+                        name: {"num_partitions": partitions, "replication_factor": replication}
+                        for name in missing
+                    },
                     wait_for_metadata=True,
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created it between our list and create
         return missing
     finally:
         admin.close()
@@ -142,7 +149,9 @@ def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int, repl
 def broker_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=_servers(bootstrap), client_id="retention-probe", bootstrap_timeout_ms=timeout_ms
+            bootstrap_servers=_servers(bootstrap),
+            client_id="retention-probe",
+            bootstrap_timeout_ms=timeout_ms,
         )
     except KafkaError:
         return False

@@ -76,7 +76,8 @@ class LocalLog:
         records: list[Record] = []
         for topic in topics:
             rows = connection.execute(
-                "SELECT id, key, value, headers FROM bus_records WHERE topic = ? AND id > ? ORDER BY id LIMIT ?",
+                "SELECT id, key, value, headers FROM bus_records"
+                " WHERE topic = ? AND id > ? ORDER BY id LIMIT ?",
                 (topic, after.get(topic, 0), limit - len(records)),
             ).fetchall()
             for row_id, key, value, headers in rows:
@@ -95,9 +96,11 @@ class LocalLog:
         return records
 
     def committed(self, group_id: str, topics: Sequence[str]) -> dict[str, int]:
-        rows = self._connection().execute(
-            "SELECT topic, next_id FROM bus_offsets WHERE group_id = ?", (group_id,)
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute("SELECT topic, next_id FROM bus_offsets WHERE group_id = ?", (group_id,))
+            .fetchall()
+        )
         known = {topic: next_id - 1 for topic, next_id in rows}
         return {topic: known.get(topic, 0) for topic in topics}
 
@@ -110,7 +113,9 @@ class LocalLog:
         )
 
     def end(self, topic: str) -> int:
-        row = self._connection().execute("SELECT MAX(id) FROM bus_records WHERE topic = ?", (topic,)).fetchone()
+        row = (
+            self._connection().execute("SELECT MAX(id) FROM bus_records WHERE topic = ?", (topic,)).fetchone()
+        )
         return int(row[0] or 0)
 
     def wait(self, timeout_s: float) -> None:

@@ -14,7 +14,10 @@ def replay_dead_letters(settings: PlatformSettings, topic: str, *, limit: int, i
     """Publish dead-lettered records back to `topic`; their ids are unchanged, so consumers that
     did apply them (none should have) drop them through the inbox."""
     subscriber = KafkaSubscriber(
-        settings.kafka_bootstrap, group_id=REPLAY_GROUP, topics=[f"{topic}.dlq"], client_id="retention-dlq-replay"
+        settings.kafka_bootstrap,
+        group_id=REPLAY_GROUP,
+        topics=[f"{topic}.dlq"],
+        client_id="retention-dlq-replay",
     )
     publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="retention-dlq-replay")
     replayed = 0

@@ -58,7 +58,13 @@ def kafka_available() -> bool:
     return broker_reachable(KAFKA_BOOTSTRAP, timeout_ms=3000)
 
 
-def eventually(probe: Callable[[], T | None], *, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition") -> T:
+def eventually(
+    probe: Callable[[], T | None],
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+    what: str = "condition",
+) -> T:
     """Poll until `probe` returns something truthy; fail with `what` after the timeout."""
     deadline = time.monotonic() + timeout_s
     last: Any = None

@@ -33,7 +33,11 @@ class ReceivedMail:
         for part in self.message.walk():
             if part.get_content_type() == "text/plain":
                 payload = part.get_payload(decode=True)
-                return payload.decode(part.get_content_charset() or "utf-8") if isinstance(payload, bytes) else ""
+                return (
+                    payload.decode(part.get_content_charset() or "utf-8")
+                    if isinstance(payload, bytes)
+                    else ""
+                )
         return ""
 
 

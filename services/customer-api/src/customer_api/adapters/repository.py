@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 from customer_api.adapters import tables
 
 
-def insert_ignoring_duplicates(session: Session, table: Any, rows: Sequence[dict[str, Any]], returning: Any) -> set[Any]:
+def insert_ignoring_duplicates(
+    session: Session, table: Any, rows: Sequence[dict[str, Any]], returning: Any
+) -> set[Any]:
     """Insert rows, skipping those whose key exists; return the `returning` values of rows inserted."""
     if not rows:
         return set()
@@ -32,11 +34,15 @@ class CustomerRepository:
         self._session = session
 
     def get(self, shop_id: str, customer_id: str) -> dict[str, Any] | None:
-        row = self._session.execute(
-            select(tables.customers).where(
-                tables.customers.c.shop_id == shop_id, tables.customers.c.customer_id == customer_id
+        row = (
+            self._session.execute(
+                select(tables.customers).where(
+                    tables.customers.c.shop_id == shop_id, tables.customers.c.customer_id == customer_id
+                )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def insert(self, values: dict[str, Any]) -> None:
@@ -58,7 +64,14 @@ class CustomerRepository:
         return {row["channel"]: dict(row) for row in rows}
 
     def set_consent(
-        self, shop_id: str, customer_id: str, channel: str, granted: bool, basis: str, source: str, at: datetime
+        self,
+        shop_id: str,
+        customer_id: str,
+        channel: str,
+        granted: bool,
+        basis: str,
+        source: str,
+        at: datetime,
     ) -> None:
         values = {
             "shop_id": shop_id,

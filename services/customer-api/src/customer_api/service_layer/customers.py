@@ -47,7 +47,15 @@ def upsert_customer(
         existing = uow.customers.get(shop_id, customer_id)
         values = {name: getattr(profile, name) for name in PROFILE_FIELDS}
         if existing is None:
-            uow.customers.insert({"shop_id": shop_id, "customer_id": customer_id, **values, "created_at": now, "updated_at": now})
+            uow.customers.insert(
+                {
+                    "shop_id": shop_id,
+                    "customer_id": customer_id,
+                    **values,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
         else:
             uow.customers.update(shop_id, customer_id, {**values, "updated_at": now})
         uow.publish(
@@ -61,7 +69,9 @@ def upsert_customer(
     return read_customer(uow=uow, shop_id=shop_id, customer_id=customer_id), existing is None
 
 
-def _apply_consents(uow: CustomerApiUnitOfWork, shop_id: str, customer_id: str, changes: list[ConsentChange]) -> None:
+def _apply_consents(
+    uow: CustomerApiUnitOfWork, shop_id: str, customer_id: str, changes: list[ConsentChange]
+) -> None:
     current = uow.customers.consents(shop_id, customer_id)
     now = uow.clock.now()
     for change in changes:
@@ -76,7 +86,7 @@ def _apply_consents(uow: CustomerApiUnitOfWork, shop_id: str, customer_id: str, 
             shop_id=shop_id,
             customer_id=customer_id,
             data=ConsentChanged(
-                channel=change.channel,  # type: ignore[arg-type]
+                channel=change.channel,
                 granted=change.granted,
                 legal_basis=change.legal_basis,
                 source=change.source,

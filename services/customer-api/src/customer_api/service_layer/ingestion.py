@@ -52,7 +52,11 @@ def validate_event(raw: Any) -> tuple[IncomingEvent | None, str | None]:
     if not isinstance(raw, dict):
         return None, "event must be a JSON object"
     if raw.get("type") not in INGESTIBLE_TYPES:
-        return None, f"type: unknown or non-ingestible event type {raw.get('type')!r}; expected one of {', '.join(INGESTIBLE_TYPES)}"
+        expected = ", ".join(INGESTIBLE_TYPES)
+        return (
+            None,
+            f"type: unknown or non-ingestible event type {raw.get('type')!r}; expected one of {expected}",
+        )
     try:
         event = IncomingEvent.model_validate(raw)
     except ValidationError as exc:
@@ -61,7 +65,9 @@ def validate_event(raw: Any) -> tuple[IncomingEvent | None, str | None]:
         validated = spec_for(event.type).model.model_validate(event.data)
     except ValidationError as exc:
         return None, _describe(exc, "data")
-    return event.model_copy(update={"data": validated.model_dump(mode="json", by_alias=True, exclude_none=True)}), None
+    return event.model_copy(
+        update={"data": validated.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    ), None
 
 
 def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[Any]) -> list[EventResult]:
@@ -92,7 +98,9 @@ def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[
             }
             for _, event in candidates.values()
         ]
-        inserted = insert_ignoring_duplicates(uow.session, tables.ingested_events, rows, tables.ingested_events.c.event_id)
+        inserted = insert_ignoring_duplicates(
+            uow.session, tables.ingested_events, rows, tables.ingested_events.c.event_id
+        )
         for event_id, (index, event) in candidates.items():
             if event_id not in inserted:
                 results[index] = EventResult(event_id, "duplicate")

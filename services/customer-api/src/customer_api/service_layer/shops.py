@@ -21,7 +21,9 @@ class IssuedKey:
     scopes: tuple[str, ...]
 
 
-def register_shop(*, uow: CustomerApiUnitOfWork, name: str, timezone: str, currency: str, locale: str) -> tuple[str, IssuedKey]:
+def register_shop(
+    *, uow: CustomerApiUnitOfWork, name: str, timezone: str, currency: str, locale: str
+) -> tuple[str, IssuedKey]:
     """Create a shop with a first key that holds every scope; the key is returned once, never stored."""
     shop_id = f"shop_{secrets.token_hex(8)}"
     now = uow.clock.now()

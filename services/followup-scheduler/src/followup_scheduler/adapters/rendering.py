@@ -31,7 +31,9 @@ class Renderer:
         self._library: dict[str, dict[str, dict[str, str]]] = {}
         for resource in files("followup_scheduler.templates").iterdir():
             if resource.name.endswith(".yaml"):
-                self._library[resource.name.removesuffix(".yaml")] = yaml.safe_load(resource.read_text("utf-8"))
+                self._library[resource.name.removesuffix(".yaml")] = yaml.safe_load(
+                    resource.read_text("utf-8")
+                )
 
     def render(self, template: str, locale: str | None, context: dict[str, Any]) -> Rendered:
         language = (locale or FALLBACK_LOCALE).split("-")[0].lower()

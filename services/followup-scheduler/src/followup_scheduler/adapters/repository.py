@@ -21,9 +21,13 @@ class SchedulerRepository:
     # --- contacts ---------------------------------------------------------------------------
 
     def contact(self, shop_id: str, customer_id: str) -> dict[str, Any] | None:
-        row = self._session.execute(
-            select(contacts).where(contacts.c.shop_id == shop_id, contacts.c.customer_id == customer_id)
-        ).mappings().first()
+        row = (
+            self._session.execute(
+                select(contacts).where(contacts.c.shop_id == shop_id, contacts.c.customer_id == customer_id)
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def upsert_contact(self, values: dict[str, Any]) -> None:
@@ -38,7 +42,11 @@ class SchedulerRepository:
         )
 
     def shop(self, shop_id: str) -> dict[str, Any] | None:
-        row = self._session.execute(select(tenancy.shops).where(tenancy.shops.c.shop_id == shop_id)).mappings().first()
+        row = (
+            self._session.execute(select(tenancy.shops).where(tenancy.shops.c.shop_id == shop_id))
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     # --- playbooks --------------------------------------------------------------------------
@@ -46,13 +54,20 @@ class SchedulerRepository:
     def playbooks_for(self, shop_id: str, event_type: str) -> list[dict[str, Any]]:
         rows = self._session.execute(
             select(playbooks).where(
-                playbooks.c.shop_id == shop_id, playbooks.c.trigger_event == event_type, playbooks.c.enabled.is_(True)
+                playbooks.c.shop_id == shop_id,
+                playbooks.c.trigger_event == event_type,
+                playbooks.c.enabled.is_(True),
             )
         ).mappings()
         return [dict(row) for row in rows]
 
     def has_playbooks(self, shop_id: str) -> bool:
-        return self._session.execute(select(playbooks.c.id).where(playbooks.c.shop_id == shop_id).limit(1)).first() is not None
+        return (
+            self._session.execute(
+                select(playbooks.c.id).where(playbooks.c.shop_id == shop_id).limit(1)
+            ).first()
+            is not None
+        )
 
     def add_playbook(self, values: dict[str, Any]) -> None:
         self._session.execute(insert(playbooks).values(**values))
@@ -67,7 +82,9 @@ class SchedulerRepository:
         return (
             self._session.execute(
                 select(runs.c.id).where(
-                    runs.c.shop_id == shop_id, runs.c.playbook_key == playbook_key, runs.c.business_key == business_key
+                    runs.c.shop_id == shop_id,
+                    runs.c.playbook_key == playbook_key,
+                    runs.c.business_key == business_key,
                 )
             ).first()
             is not None
@@ -82,7 +99,9 @@ class SchedulerRepository:
 
     def active_runs(self, shop_id: str, customer_id: str) -> list[dict[str, Any]]:
         rows = self._session.execute(
-            select(runs).where(runs.c.shop_id == shop_id, runs.c.customer_id == customer_id, runs.c.status == "active")
+            select(runs).where(
+                runs.c.shop_id == shop_id, runs.c.customer_id == customer_id, runs.c.status == "active"
+            )
         ).mappings()
         return [dict(row) for row in rows]
 
@@ -95,17 +114,21 @@ class SchedulerRepository:
             .where(steps.c.run_id == run_id, steps.c.status.in_(PENDING))
             .values(status="cancelled", reason=reason, updated_at=now)
         )
-        return int(result.rowcount or 0)
+        return int(getattr(result, "rowcount", 0) or 0)
 
     def claim_due_step(self, now: datetime) -> dict[str, Any] | None:
         """Lock the next due step; other replicas skip it (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
-        row = self._session.execute(
-            select(steps)
-            .where(steps.c.status == "scheduled", steps.c.due_at <= now)
-            .order_by(steps.c.due_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).mappings().first()
+        row = (
+            self._session.execute(
+                select(steps)
+                .where(steps.c.status == "scheduled", steps.c.due_at <= now)
+                .order_by(steps.c.due_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def update_step(self, step_id: str, **values: Any) -> None:
@@ -121,7 +144,9 @@ class SchedulerRepository:
         ).first()
         if remaining is None:
             self._session.execute(
-                update(runs).where(runs.c.id == run_id, runs.c.status == "active").values(status="completed", ended_at=now)
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "active")
+                .values(status="completed", ended_at=now)
             )
 
     def record_message(self, values: dict[str, Any]) -> None:

@@ -43,8 +43,12 @@ class Trigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: str
-    business_key: str | None = Field(None, description="Field of the event's data that names the run, e.g. order_id")
-    max_event_age: timedelta = Field(timedelta(days=2), description="Older events (history imports) start nothing")
+    business_key: str | None = Field(
+        None, description="Field of the event's data that names the run, e.g. order_id"
+    )
+    max_event_age: timedelta = Field(
+        timedelta(days=2), description="Older events (history imports) start nothing"
+    )
 
 
 class ExitRule(BaseModel):
@@ -81,7 +85,9 @@ class Playbook(BaseModel):
         return step.priority or self.priority
 
 
-def due_time(step: Step, trigger_time: datetime, timezone: str | None, preferred_hour: int = DEFAULT_PREFERRED_HOUR) -> datetime:
+def due_time(
+    step: Step, trigger_time: datetime, timezone: str | None, preferred_hour: int = DEFAULT_PREFERRED_HOUR
+) -> datetime:
     """When a step falls due: a fixed delay after the trigger, or the customer's preferred local
     hour inside the step's window (the window's start when no such hour falls inside it)."""
     if isinstance(step.delay, timedelta):

@@ -64,7 +64,10 @@ class Dispatcher:
             if now - step["created_at"] < CONTACT_GRACE:
                 # Profile events travel on another topic and may arrive after the trigger.
                 uow.repo.update_step(
-                    step["id"], due_at=now + CONTACT_RETRY, reason="waiting for the customer's profile", updated_at=now
+                    step["id"],
+                    due_at=now + CONTACT_RETRY,
+                    reason="waiting for the customer's profile",
+                    updated_at=now,
                 )
             else:
                 self._finish(uow, step, "skipped", "no contact data for this customer")
@@ -137,7 +140,7 @@ class Dispatcher:
                 step_id=step["id"],
                 playbook_key=step["playbook_key"],
                 step_key=step["step_key"],
-                channel=route.channel,  # type: ignore[arg-type]
+                channel=route.channel,
                 idempotency_key=step["idempotency_key"],
             ),
         )
@@ -151,10 +154,24 @@ class Dispatcher:
         backoff = min(self.retry_cap, self.retry_base * 2 ** (attempts - 1))
         delay = backoff * random.uniform(0.5, 1.0)  # jitter spreads retries after an outage
         now = uow.clock.now()
-        uow.repo.update_step(step["id"], attempts=attempts, due_at=now + delay, reason=f"retrying: {error}"[:500], updated_at=now)
+        uow.repo.update_step(
+            step["id"],
+            attempts=attempts,
+            due_at=now + delay,
+            reason=f"retrying: {error}"[:500],
+            updated_at=now,
+        )
         log.warning("step %s deferred after a transient %s failure: %s", step["id"], channel, error)
 
-    def _fail(self, uow: SchedulerUnitOfWork, step: dict[str, Any], channel: str | None, reason: str, *, permanent: bool) -> None:
+    def _fail(
+        self,
+        uow: SchedulerUnitOfWork,
+        step: dict[str, Any],
+        channel: str | None,
+        reason: str,
+        *,
+        permanent: bool,
+    ) -> None:
         self._finish(uow, step, "failed", reason, channel=channel, attempts=step["attempts"] + 1)
         uow.publish(
             "followup_failed",
@@ -165,13 +182,15 @@ class Dispatcher:
                 step_id=step["id"],
                 playbook_key=step["playbook_key"],
                 step_key=step["step_key"],
-                channel=channel,  # type: ignore[arg-type]
+                channel=channel,
                 reason=reason[:500],
                 permanent=permanent,
             ),
         )
 
-    def _finish(self, uow: SchedulerUnitOfWork, step: dict[str, Any], status: str, reason: str | None, **extra: Any) -> None:
+    def _finish(
+        self, uow: SchedulerUnitOfWork, step: dict[str, Any], status: str, reason: str | None, **extra: Any
+    ) -> None:
         now = uow.clock.now()
         uow.repo.update_step(step["id"], status=status, reason=(reason or "")[:500], updated_at=now, **extra)
         uow.repo.finish_run_if_done(step["run_id"], now)

@@ -38,7 +38,10 @@ def consent_changed(event: Envelope, uow: SchedulerUnitOfWork) -> None:
     values: dict[str, Any] = (
         dict(existing) if existing else {"shop_id": event.shop_id, "customer_id": event.customer_id}
     )
-    values["consents"] = {**(values.get("consents") or {}), event.data["channel"]: bool(event.data["granted"])}
+    values["consents"] = {
+        **(values.get("consents") or {}),
+        event.data["channel"]: bool(event.data["granted"]),
+    }
     values["updated_at"] = uow.clock.now()
     uow.repo.upsert_contact(values)
 
@@ -60,7 +63,9 @@ def trigger(event: Envelope, uow: SchedulerUnitOfWork) -> None:
         _start_run(event, uow, row, playbook, business_key)
 
 
-def _start_run(event: Envelope, uow: SchedulerUnitOfWork, row: dict[str, Any], playbook: Playbook, business_key: str) -> None:
+def _start_run(
+    event: Envelope, uow: SchedulerUnitOfWork, row: dict[str, Any], playbook: Playbook, business_key: str
+) -> None:
     assert event.customer_id is not None
     now = uow.clock.now()
     run_id = f"run_{secrets.token_hex(8)}"
@@ -138,7 +143,10 @@ def _apply_exits(event: Envelope, uow: SchedulerUnitOfWork) -> None:
         for rule in playbook.exit:
             if rule.event != event.type:
                 continue
-            if rule.same_business_key and playbook.business_key_of(event.id, event.data) != run["business_key"]:
+            if (
+                rule.same_business_key
+                and playbook.business_key_of(event.id, event.data) != run["business_key"]
+            ):
                 continue
             uow.repo.end_run(run["id"], "exited", f"exit: {event.type}", now)
             break

@@ -19,11 +19,15 @@ class StateRepository:
         self._session = session
 
     def get(self, shop_id: str, customer_id: str) -> dict[str, Any] | None:
-        row = self._session.execute(
-            select(customer_state).where(
-                customer_state.c.shop_id == shop_id, customer_state.c.customer_id == customer_id
+        row = (
+            self._session.execute(
+                select(customer_state).where(
+                    customer_state.c.shop_id == shop_id, customer_state.c.customer_id == customer_id
+                )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def get_or_create(self, shop_id: str, customer_id: str, now: datetime) -> dict[str, Any]:
@@ -49,14 +53,20 @@ class StateRepository:
         values = {k: v for k, v in state.items() if k not in key}
         self._session.execute(
             update(customer_state)
-            .where(customer_state.c.shop_id == key["shop_id"], customer_state.c.customer_id == key["customer_id"])
+            .where(
+                customer_state.c.shop_id == key["shop_id"], customer_state.c.customer_id == key["customer_id"]
+            )
             .values(**values)
         )
 
     def order(self, shop_id: str, order_id: str) -> dict[str, Any] | None:
-        row = self._session.execute(
-            select(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id)
-        ).mappings().first()
+        row = (
+            self._session.execute(
+                select(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id)
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def put_order(self, values: dict[str, Any], *, exists: bool) -> None:
@@ -83,7 +93,9 @@ class StateRepository:
         """(gross, refunded) over the customer's known purchases; a refund never exceeds its order."""
         rows = self._session.execute(
             select(orders.c.amount, orders.c.refunded).where(
-                orders.c.shop_id == shop_id, orders.c.customer_id == customer_id, orders.c.purchased_at.is_not(None)
+                orders.c.shop_id == shop_id,
+                orders.c.customer_id == customer_id,
+                orders.c.purchased_at.is_not(None),
             )
         ).all()
         gross = sum((Decimal(r.amount) for r in rows), ZERO)
@@ -91,13 +103,19 @@ class StateRepository:
         return gross, refunded
 
     def shop_average(self, shop_id: str) -> Decimal:
-        row = self._session.execute(select(shop_stats).where(shop_stats.c.shop_id == shop_id)).mappings().first()
+        row = (
+            self._session.execute(select(shop_stats).where(shop_stats.c.shop_id == shop_id))
+            .mappings()
+            .first()
+        )
         if row is None or not row["buyers"]:
             return ZERO
         return Decimal(row["net_spend"]) / row["buyers"]
 
     def adjust_shop(self, shop_id: str, *, buyers: int, net_spend: Decimal) -> None:
-        exists = self._session.execute(select(shop_stats.c.shop_id).where(shop_stats.c.shop_id == shop_id)).first()
+        exists = self._session.execute(
+            select(shop_stats.c.shop_id).where(shop_stats.c.shop_id == shop_id)
+        ).first()
         if exists is None:
             self._session.execute(insert(shop_stats).values(shop_id=shop_id, buyers=0, net_spend=ZERO))
         self._session.execute(

@@ -6,10 +6,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from segmentation_worker.domain import rfm
-from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 from retention_shared.events.catalogue import RfmScores, SegmentChanged
 from retention_shared.events.envelope import Envelope
+from segmentation_worker.domain import rfm
+from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 ZERO = Decimal(0)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segmentation_worker.adapters.repository import StateRepository
 from retention_shared.uow import SqlAlchemyUnitOfWork
+from segmentation_worker.adapters.repository import StateRepository
 
 
 class SegmentationUnitOfWork(SqlAlchemyUnitOfWork):

@@ -43,13 +43,22 @@ def build_router(
 
     def operator(request: Request) -> None:
         if not secrets.compare_digest(bearer_token(request).encode(), admin_token.encode()):
-            raise Problem(401, "Unauthorized", "This call needs the operator token", headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "Unauthorized",
+                "This call needs the operator token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @router.post("/shops", status_code=status.HTTP_201_CREATED, response_model=ShopCreated, tags=["shops"])
     def create_shop(body: ShopCreate, _: None = Depends(operator)) -> ShopCreated:
         """Create a shop (operator only). Its first API key, holding every scope, is returned once."""
         shop_id, key = shops.register_shop(
-            uow=uow_factory(), name=body.name, timezone=body.timezone, currency=body.currency, locale=body.locale
+            uow=uow_factory(),
+            name=body.name,
+            timezone=body.timezone,
+            currency=body.currency,
+            locale=body.locale,
         )
         return ShopCreated(id=shop_id, api_key=key.key, api_key_prefix=key.prefix, scopes=list(key.scopes))
 
@@ -64,13 +73,19 @@ def build_router(
         profile = customers.CustomerProfile(**body.model_dump(exclude={"consents"}))
         changes = [customers.ConsentChange(channel, granted) for channel, granted in body.consents.items()]
         customer, created = customers.upsert_customer(
-            uow=uow_factory(), shop_id=principal.shop_id, customer_id=customer_id, profile=profile, consents=changes
+            uow=uow_factory(),
+            shop_id=principal.shop_id,
+            customer_id=customer_id,
+            profile=profile,
+            consents=changes,
         )
         response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return customer
 
     @router.get("/customers/{customer_id}", response_model=CustomerRead, tags=["customers"])
-    def get_customer(customer_id: CustomerId, principal: Principal = Depends(can_read_customers)) -> dict[str, object]:
+    def get_customer(
+        customer_id: CustomerId, principal: Principal = Depends(can_read_customers)
+    ) -> dict[str, object]:
         """The customer's profile and consents."""
         return customers.read_customer(uow=uow_factory(), shop_id=principal.shop_id, customer_id=customer_id)
 
@@ -81,10 +96,15 @@ def build_router(
         tags=["events"],
         responses={413: {"description": "Body over 1 MB"}},
         openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {"schema": EventBatch.model_json_schema()}}}
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": EventBatch.model_json_schema()}},
+            }
         },
     )
-    async def post_events(request: Request, principal: Principal = Depends(can_write_events)) -> EventBatchResult:
+    async def post_events(
+        request: Request, principal: Principal = Depends(can_write_events)
+    ) -> EventBatchResult:
         """Ingest up to 1,000 events; each is accepted, a duplicate, or rejected with the reason."""
         body = await request.body()
         if ingestion.batch_too_large(body):
@@ -98,7 +118,9 @@ def build_router(
         results = await run_in_threadpool(
             ingestion.ingest_events, uow=uow_factory(), shop_id=principal.shop_id, raw_events=batch.events
         )
-        return EventBatchResult(results=[EventResultRead(id=r.id, status=r.status, error=r.error) for r in results])
+        return EventBatchResult(
+            results=[EventResultRead(id=r.id, status=r.status, error=r.error) for r in results]
+        )
 
     return router
 

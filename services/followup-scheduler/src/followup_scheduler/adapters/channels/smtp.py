@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import html
 import smtplib
-import socket
 from email.message import EmailMessage
 from email.utils import formataddr
 
-from followup_scheduler.adapters.channels.base import OutgoingMessage, PermanentChannelError, TransientChannelError
+from followup_scheduler.adapters.channels.base import (
+    OutgoingMessage,
+    PermanentChannelError,
+    TransientChannelError,
+)
 
 
 class SmtpChannel:
@@ -47,10 +50,12 @@ class SmtpChannel:
             if 500 <= exc.smtp_code < 600:
                 raise PermanentChannelError(error) from exc
             raise TransientChannelError(error) from exc
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise TransientChannelError(f"SMTP server {self._host}:{self._port} unavailable: {exc}") from exc
 
 
 def _html_from_text(text: str, locale: str) -> str:
-    paragraphs = "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in text.split("\n\n") if p.strip())
+    paragraphs = "".join(
+        f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in text.split("\n\n") if p.strip()
+    )
     return f'<!doctype html><html lang="{html.escape(locale)}"><body>{paragraphs}</body></html>'

@@ -35,7 +35,9 @@ class FollowupList(BaseModel):
     followups: list[FollowupRead]
 
 
-def build_router(*, uow_factory: Callable[[], SchedulerUnitOfWork], authenticate: Callable[..., Principal]) -> APIRouter:
+def build_router(
+    *, uow_factory: Callable[[], SchedulerUnitOfWork], authenticate: Callable[..., Principal]
+) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["followups"])
     can_read = require_scope(authenticate, "customers:read")
 

@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
 
-from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.problems import not_found
 from retention_shared.tenancy import Principal
 from retention_shared.web import require_scope
+from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN)]
 
@@ -39,7 +39,9 @@ class ScoresRead(BaseModel):
     as_of: datetime
 
 
-def build_router(*, uow_factory: Callable[[], SegmentationUnitOfWork], authenticate: Callable[..., Principal]) -> APIRouter:
+def build_router(
+    *, uow_factory: Callable[[], SegmentationUnitOfWork], authenticate: Callable[..., Principal]
+) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["segments"])
     can_read = require_scope(authenticate, "customers:read")
 
