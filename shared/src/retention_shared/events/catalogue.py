@@ -10,9 +10,9 @@ import builtins
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from retention_shared.events import topics
 from retention_shared.events.envelope import ID_PATTERN
@@ -28,6 +28,22 @@ def _currency() -> Any:
 
 
 Channel = Literal["email", "sms", "line", "phone", "webhook"]
+
+# Money travels as a decimal string ("4800", "12.50") so no float rounding creeps in; plain JSON
+# numbers are accepted too. Negative amounts are refused.
+Amount = Annotated[
+    Decimal,
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\d+(\.\d+)?$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "Non-negative decimal; a string such as \"4800\" or \"12.50\" is preferred",
+        }
+    ),
+]
 
 
 class EventData(BaseModel):
@@ -97,19 +113,19 @@ class PurchaseItem(EventData):
     name: str | None = Field(None, max_length=500)
     category: str | None = Field(None, max_length=128)
     quantity: int = Field(1, ge=1)
-    unit_price: Decimal = Field(ge=0)
+    unit_price: Amount
 
 
 class PurchaseMade(EventData):
     order_id: str = _id()
-    amount: Decimal = Field(ge=0)
+    amount: Amount
     currency: str = _currency()
     items: list[PurchaseItem] = Field(default_factory=list, max_length=1000)
 
 
 class RefundIssued(EventData):
     order_id: str = _id()
-    amount: Decimal = Field(ge=0)
+    amount: Amount
     currency: str = _currency()
     reason: str | None = Field(None, max_length=500)
 
