@@ -7,29 +7,12 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, String, Table
+from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from retention_shared.clock import ManualClock
-from retention_shared.db import create_db_engine, new_metadata
-from retention_shared.messaging.outbox import messaging_tables
+from retention_shared.testing.kit_schema import make_engine, messaging
 from retention_shared.uow import SqlAlchemyUnitOfWork
-
-metadata = new_metadata()
-messaging = messaging_tables(metadata)
-applied = Table(
-    "applied",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("event_id", String(200), nullable=False),
-    Column("note", String(200)),
-)
-
-
-def make_engine(url: str) -> Engine:
-    engine = create_db_engine(url)
-    metadata.create_all(engine)
-    return engine
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from retention_shared.testing.processes import SERVICES, Platform, all_in_one, distributed
 from retention_shared.testing.smtp import SmtpServer
-
-from .processes import SERVICES, Platform, all_in_one, distributed
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from retention_shared.testing.infra import eventually
-
-from .processes import Platform
-from .test_slice import create_shop
+from retention_shared.testing.processes import Platform, create_shop
 
 pytestmark = pytest.mark.e2e
 

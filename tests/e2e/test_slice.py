@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from retention_shared.testing.infra import eventually
+from retention_shared.testing.processes import Platform, create_shop
 from retention_shared.testing.smtp import SmtpServer
-
-from .processes import Platform
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +31,6 @@ def purchase(event_id: str, order_id: str) -> dict[str, Any]:
             ],
         },
     }
-
-
-def create_shop(platform: Platform) -> dict[str, str]:
-    response = httpx.post(
-        f"{platform.url('customer-api')}/v1/shops",
-        json={"name": "Kissa Tea", "timezone": "Asia/Tokyo", "currency": "JPY", "locale": "ja"},
-        headers={"Authorization": f"Bearer {platform.admin_token}"},
-    )
-    assert response.status_code == 201, response.text
-    return {"Authorization": f"Bearer {response.json()['api_key']}"}
 
 
 def get_when_ready(url: str, headers: dict[str, str]) -> httpx.Response:

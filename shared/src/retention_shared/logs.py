@@ -31,6 +31,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", service: str = "re
                 "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
                 static_fields={"service": service},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
             )
         )
     else:

@@ -52,7 +52,7 @@ class Workers:
                 )
                 self.relays.append(relay)
                 self._spawn(f"{runtime.name}-relay", self._relay_loop(runtime, relay))
-            if self.consume and runtime.handlers:
+            if self.consume and (runtime.handlers or runtime.batch_handler):
                 consumer = ConsumerRunner(
                     service=runtime.name,
                     group=runtime.consumer_group,
@@ -64,6 +64,8 @@ class Workers:
                     dead_letters=self.platform.bus.publisher(f"{runtime.name}-dlq"),
                     uow_factory=runtime.uow_factory,
                     handlers=runtime.handlers,
+                    batch_handler=runtime.batch_handler,
+                    batch_types=runtime.batch_types,
                     max_attempts=settings.consumer_max_attempts,
                     poll_timeout_ms=settings.consumer_poll_timeout_ms,
                     batch_size=settings.consumer_batch_size,

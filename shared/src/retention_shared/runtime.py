@@ -17,7 +17,7 @@ from retention_shared.clock import Clock
 from retention_shared.config import Mode, PlatformSettings
 from retention_shared.db import create_db_engine
 from retention_shared.events.topics import ALL_TOPICS, Topic
-from retention_shared.messaging.consumer import Handler
+from retention_shared.messaging.consumer import BatchHandler, Handler
 from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber, broker_reachable
 from retention_shared.messaging.local import LocalLog, LocalPublisher, LocalSubscriber
 from retention_shared.messaging.outbox import MessagingTables
@@ -105,6 +105,9 @@ class ServiceRuntime:
     uow_factory: Callable[[], SqlAlchemyUnitOfWork]
     topics: list[Topic] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # Optional: one function that applies a whole batch of these event types at once.
+    batch_handler: BatchHandler | None = None
+    batch_types: frozenset[str] = frozenset()
     jobs: list[PeriodicJob] = field(default_factory=list)
     outbox_committed: threading.Event = field(default_factory=threading.Event)
 

@@ -20,9 +20,8 @@ from retention_shared.messaging.consumer import ConsumerRunner
 from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from retention_shared.messaging.outbox import OutboxRelay
 from retention_shared.testing.infra import eventually
+from retention_shared.testing.kit_schema import applied, make_engine, messaging
 from retention_shared.uow import SqlAlchemyUnitOfWork
-
-from ..conftest import applied, make_engine, messaging
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +118,7 @@ def test_events_flow_from_outbox_through_kafka_into_effects_exactly_once(
     publisher.close()
 
     with RunningConsumer(consumer(kafka, topic_namespace, pg_uow)):
-        eventually(lambda: applied_count(pg_engine) >= 200, what="200 applied events")
+        eventually(lambda: applied_count(pg_engine) >= 200, timeout_s=90, what="200 applied events")
         # Give any duplicate a chance to be (wrongly) applied before counting.
         eventually(lambda: relay.backlog() == 0, what="empty outbox")
     assert applied_count(pg_engine) == 200

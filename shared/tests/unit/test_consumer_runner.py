@@ -9,10 +9,9 @@ from sqlalchemy.exc import OperationalError
 
 from retention_shared.events.envelope import Envelope
 from retention_shared.messaging.consumer import ConsumerRunner, PermanentError
+from retention_shared.testing.fakes import FakePublisher, FakeSubscriber, login_record, raw_record
+from retention_shared.testing.kit_schema import applied, messaging
 from retention_shared.uow import SqlAlchemyUnitOfWork
-
-from ..conftest import applied, messaging
-from ..fakes import FakePublisher, FakeSubscriber, login_record, raw_record
 
 
 def record_application(event: Envelope, uow: SqlAlchemyUnitOfWork) -> None:
@@ -187,3 +186,66 @@ def test_inbox_is_scoped_by_shop(uow_factory: Any, event_id: str) -> None:
     other_shop = raw_record(1, {**__import__("json").loads(first.value), "shop_id": "shop_2"})
     runner(FakeSubscriber([first, other_shop]), FakePublisher(), uow_factory).run_once()
     assert applied_ids(uow_factory) == [event_id, event_id]
+
+
+class TestBatchHandlers:
+    """A service may apply a whole poll at once; a failing batch falls back to one event at a time."""
+
+    def test_a_batch_is_applied_in_one_call_without_duplicates(self, uow_factory: Any) -> None:
+        calls: list[list[str]] = []
+
+        def apply_all(events: list[Envelope], uow: SqlAlchemyUnitOfWork) -> None:
+            calls.append([e.id for e in events])
+            for event in events:
+                record_application(event, uow)
+
+        subscriber = FakeSubscriber([login_record(0, "a"), login_record(1, "b"), login_record(2, "a")])
+        ConsumerRunner(
+            service="t",
+            group="g",
+            subscriber=subscriber,
+            dead_letters=FakePublisher(),
+            uow_factory=uow_factory,
+            handlers={},
+            batch_handler=apply_all,
+            batch_types=frozenset({"login_recorded"}),
+        ).run_once()
+        assert calls == [["a", "b"]]
+        assert applied_ids(uow_factory) == ["a", "b"]
+        # A redelivery of the same records is dropped by the inbox before the batch handler runs.
+        ConsumerRunner(
+            service="t",
+            group="g",
+            subscriber=FakeSubscriber([login_record(0, "a")]),
+            dead_letters=FakePublisher(),
+            uow_factory=uow_factory,
+            handlers={},
+            batch_handler=apply_all,
+            batch_types=frozenset({"login_recorded"}),
+        ).run_once()
+        assert calls == [["a", "b"]]
+
+    def test_one_poison_event_does_not_sink_the_batch(self, uow_factory: Any) -> None:
+        def apply_all(events: list[Envelope], uow: SqlAlchemyUnitOfWork) -> None:
+            for event in events:
+                if event.id == "poison":
+                    raise ValueError("cannot apply")
+                record_application(event, uow)
+
+        dlq = FakePublisher()
+        records = [login_record(0, "a"), login_record(1, "poison"), login_record(2, "b")]
+        ConsumerRunner(
+            service="t",
+            group="g",
+            subscriber=FakeSubscriber(records),
+            dead_letters=dlq,
+            uow_factory=uow_factory,
+            handlers={},
+            batch_handler=apply_all,
+            batch_types=frozenset({"login_recorded"}),
+            retry_delay_s=0,
+            max_attempts=2,
+        ).run_once()
+        assert applied_ids(uow_factory) == ["a", "b"]
+        assert [value for _, _, value, _ in dlq.sent] == [records[1].value]
+        assert outbox_count(uow_factory) == 2

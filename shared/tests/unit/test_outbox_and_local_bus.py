@@ -10,9 +10,8 @@ from retention_shared.clock import ManualClock
 from retention_shared.messaging.local import LocalLog, LocalPublisher, LocalSubscriber
 from retention_shared.messaging.outbox import OutboxRelay
 from retention_shared.messaging.ports import PublishError
-
-from ..conftest import messaging
-from ..fakes import FakePublisher
+from retention_shared.testing.fakes import FakePublisher
+from retention_shared.testing.kit_schema import messaging
 
 
 def publish_login_dropped(uow_factory: Any, *, commit: bool, customer: str = "c1") -> None:

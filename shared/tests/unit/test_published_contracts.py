@@ -30,9 +30,17 @@ class TestEventCatalogueDocuments:
 
     def test_schemas_are_valid_and_accept_a_real_envelope(self) -> None:
         envelope = build_envelope(
-            type="purchase_made", source="t", shop_id="shop_1", customer_id="c1", time=datetime.now(UTC),
-            data={"order_id": "o1", "amount": "12.50", "currency": "EUR",
-                  "items": [{"sku": "A", "quantity": 1, "unit_price": "12.50"}]},
+            type="purchase_made",
+            source="t",
+            shop_id="shop_1",
+            customer_id="c1",
+            time=datetime.now(UTC),
+            data={
+                "order_id": "o1",
+                "amount": "12.50",
+                "currency": "EUR",
+                "items": [{"sku": "A", "quantity": 1, "unit_price": "12.50"}],
+            },
         )
         schema = event_schema("purchase_made")
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -47,6 +55,9 @@ class TestEventCatalogueDocuments:
 
 def test_the_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [f"RETENTION_{name.upper()}" for name in PlatformSettings.model_fields
-               if f"RETENTION_{name.upper()}" not in readme]
+    missing = [
+        f"RETENTION_{name.upper()}"
+        for name in PlatformSettings.model_fields
+        if f"RETENTION_{name.upper()}" not in readme
+    ]
     assert missing == []

@@ -41,14 +41,9 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         api=ServiceApi(NAME, [router]),
         uow_factory=uow_factory,
         topics=[topics.TENANCY, topics.ACTIVITY],
-        handlers={
-            **tenancy_handlers(tables.tenancy),
-            "purchase_made": handlers.purchase_made,
-            "refund_issued": handlers.refund_issued,
-            "login_recorded": handlers.login_recorded,
-            "ticket_opened": handlers.ticket_opened,
-            "ticket_resolved": handlers.ticket_resolved,
-        },
+        handlers=tenancy_handlers(tables.tenancy),
+        batch_handler=handlers.apply_activity,
+        batch_types=handlers.ACTIVITY_TYPES,
         outbox_committed=outbox_committed,
     )
     runtime.api.readiness["database"] = runtime.check_database

@@ -40,7 +40,7 @@ Amount = Annotated[
                 {"type": "string", "pattern": r"^\d+(\.\d+)?$"},
                 {"type": "number", "minimum": 0},
             ],
-            "description": "Non-negative decimal; a string such as \"4800\" or \"12.50\" is preferred",
+            "description": 'Non-negative decimal; a string such as "4800" or "12.50" is preferred',
         }
     ),
 ]

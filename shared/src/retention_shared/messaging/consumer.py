@@ -31,6 +31,14 @@ from retention_shared.uow import SqlAlchemyUnitOfWork
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, Any], None]
+BatchHandler = Callable[[list[Envelope], Any], None]
+
+
+def _single(batch_handler: BatchHandler) -> Handler:
+    def handle_one(envelope: Envelope, uow: Any) -> None:
+        batch_handler([envelope], uow)
+
+    return handle_one
 
 
 class PermanentError(Exception):
@@ -56,6 +64,8 @@ class ConsumerRunner:
         dead_letters: Publisher,
         uow_factory: Callable[[], SqlAlchemyUnitOfWork],
         handlers: Mapping[str, Handler],
+        batch_handler: BatchHandler | None = None,
+        batch_types: frozenset[str] = frozenset(),
         max_attempts: int = 5,
         retry_delay_s: float = 0.05,
         poll_timeout_ms: int = 200,
@@ -66,7 +76,13 @@ class ConsumerRunner:
         self._subscriber = subscriber
         self._dead_letters = dead_letters
         self._uow_factory = uow_factory
-        self._handlers = dict(handlers)
+        self._batch_handler = batch_handler
+        self._batch_types = batch_types if batch_handler is not None else frozenset()
+        # Every type the batch handler covers also needs a one-event path for the fallback.
+        self._handlers: dict[str, Handler] = {
+            **{t: _single(batch_handler) for t in self._batch_types if batch_handler is not None},
+            **handlers,
+        }
         self._max_attempts = max_attempts
         self._retry_delay_s = retry_delay_s
         self._poll_timeout_ms = poll_timeout_ms
@@ -110,8 +126,16 @@ class ConsumerRunner:
     def _apply_batch(self, records: list[Record]) -> None:
         dead: list[_DeadLetter] = []
         with self._uow_factory() as uow:
-            for record in records:
-                self._apply(record, uow, dead)
+            pending = self._new_events(records, uow, dead)
+            grouped = [item for item in pending if item[1].type in self._batch_types]
+            if grouped and self._apply_group(grouped, uow):
+                pending = [item for item in pending if item[1].type not in self._batch_types]
+            for record, envelope in pending:
+                token = correlation_id.set(envelope.correlation_id or envelope.id)
+                try:
+                    self._apply_with_retries(envelope, record, uow, self._handlers[envelope.type], dead)
+                finally:
+                    correlation_id.reset(token)
             for letter in dead:
                 self._send_to_dead_letter_topic(letter)
             if dead:
@@ -129,25 +153,51 @@ class ConsumerRunner:
                 },
             )
 
-    def _apply(self, record: Record, uow: SqlAlchemyUnitOfWork, dead: list[_DeadLetter]) -> None:
+    def _new_events(
+        self, records: list[Record], uow: SqlAlchemyUnitOfWork, dead: list[_DeadLetter]
+    ) -> list[tuple[Record, Envelope]]:
+        """Decode the batch, dead-letter what cannot be decoded, and drop what the inbox has seen."""
+        decoded: list[tuple[Record, Envelope]] = []
+        for record in records:
+            try:
+                envelope = decode_envelope(record.value)
+            except EnvelopeError as exc:
+                dead.append(_DeadLetter(record, exc))
+                EVENTS_CONSUMED.labels(self.service, record.topic, "invalid").inc()
+                continue
+            if envelope.type not in self._handlers:
+                EVENTS_CONSUMED.labels(self.service, record.topic, "ignored").inc()
+                continue
+            decoded.append((record, envelope))
+        seen = uow.inbox.seen_many(self.group, [(e.shop_id, e.id) for _, e in decoded])
+        fresh: list[tuple[Record, Envelope]] = []
+        for record, envelope in decoded:
+            identity = (envelope.shop_id, envelope.id)
+            if identity in seen:
+                EVENTS_CONSUMED.labels(self.service, record.topic, "duplicate").inc()
+                continue
+            seen.add(identity)  # a repeat later in the same batch is a duplicate too
+            fresh.append((record, envelope))
+        return fresh
+
+    def _apply_group(self, group: list[tuple[Record, Envelope]], uow: SqlAlchemyUnitOfWork) -> bool:
+        """Apply events through the batch handler in one savepoint; False sends them one by one."""
+        assert self._batch_handler is not None
+        savepoint = uow.session.begin_nested()
         try:
-            envelope = decode_envelope(record.value)
-        except EnvelopeError as exc:
-            dead.append(_DeadLetter(record, exc))
-            EVENTS_CONSUMED.labels(self.service, record.topic, "invalid").inc()
-            return
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
-            EVENTS_CONSUMED.labels(self.service, record.topic, "ignored").inc()
-            return
-        if uow.inbox.seen(self.group, envelope.shop_id, envelope.id):
-            EVENTS_CONSUMED.labels(self.service, record.topic, "duplicate").inc()
-            return
-        token = correlation_id.set(envelope.correlation_id or envelope.id)
-        try:
-            self._apply_with_retries(envelope, record, uow, handler, dead)
-        finally:
-            correlation_id.reset(token)
+            self._batch_handler([envelope for _, envelope in group], uow)
+            uow.outbox.flush()
+            uow.inbox.record_many(self.group, [(e.shop_id, e.id) for _, e in group])
+            savepoint.commit()
+        except OperationalError:
+            raise
+        except Exception as exc:
+            self._undo(savepoint, uow)
+            log.warning("batch of %d failed (%s); applying its events one by one", len(group), exc)
+            return False
+        for record, _ in group:
+            EVENTS_CONSUMED.labels(self.service, record.topic, "processed").inc()
+        return True
 
     def _apply_with_retries(
         self,

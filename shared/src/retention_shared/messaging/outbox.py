@@ -123,15 +123,31 @@ class Inbox:
         self._table = tables.inbox
         self._clock = clock
 
-    def seen(self, group: str, shop_id: str, event_id: str) -> bool:
-        row = self._session.execute(
-            select(self._table.c.event_id).where(
-                self._table.c.consumer_group == group,
-                self._table.c.shop_id == shop_id,
-                self._table.c.event_id == event_id,
+    def seen_many(self, group: str, identities: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (shop_id, event_id) pairs were applied already."""
+        found: set[tuple[str, str]] = set()
+        wanted = set(identities)
+        event_ids = sorted({event_id for _, event_id in identities})
+        for start in range(0, len(event_ids), 500):
+            rows = self._session.execute(
+                select(self._table.c.shop_id, self._table.c.event_id).where(
+                    self._table.c.consumer_group == group,
+                    self._table.c.event_id.in_(event_ids[start : start + 500]),
+                )
             )
-        ).first()
-        return row is not None
+            found.update(pair for pair in ((r.shop_id, r.event_id) for r in rows) if pair in wanted)
+        return found
+
+    def record_many(self, group: str, identities: list[tuple[str, str]]) -> None:
+        if identities:
+            now = self._clock.now()
+            self._session.execute(
+                insert(self._table),
+                [
+                    {"consumer_group": group, "shop_id": shop_id, "event_id": event_id, "processed_at": now}
+                    for shop_id, event_id in identities
+                ],
+            )
 
     def record(self, group: str, shop_id: str, event_id: str) -> None:
         self._session.execute(

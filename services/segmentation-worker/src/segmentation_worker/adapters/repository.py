@@ -1,17 +1,22 @@
-"""Queries on the segmentation-worker's tables."""
+"""Queries on the segmentation-worker's tables, in bulk: a consumer applies a whole poll at once."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from segmentation_worker.adapters.tables import customer_state, orders, shop_stats
 
 ZERO = Decimal(0)
+CHUNK = 500
+
+CustomerKey = tuple[str, str]
+OrderKey = tuple[str, str]
 
 
 class StateRepository:
@@ -19,88 +24,58 @@ class StateRepository:
         self._session = session
 
     def get(self, shop_id: str, customer_id: str) -> dict[str, Any] | None:
-        row = (
-            self._session.execute(
+        return self.states_for([(shop_id, customer_id)]).get((shop_id, customer_id))
+
+    def states_for(self, keys: Iterable[CustomerKey]) -> dict[CustomerKey, dict[str, Any]]:
+        found: dict[CustomerKey, dict[str, Any]] = {}
+        for chunk in _chunks(sorted(set(keys))):
+            rows = self._session.execute(
                 select(customer_state).where(
-                    customer_state.c.shop_id == shop_id, customer_state.c.customer_id == customer_id
+                    tuple_(customer_state.c.shop_id, customer_state.c.customer_id).in_(chunk)
                 )
-            )
-            .mappings()
-            .first()
-        )
-        return dict(row) if row else None
+            ).mappings()
+            found.update({(row["shop_id"], row["customer_id"]): dict(row) for row in rows})
+        return found
 
-    def get_or_create(self, shop_id: str, customer_id: str, now: datetime) -> dict[str, Any]:
-        state = self.get(shop_id, customer_id)
-        if state is None:
-            state = {
-                "shop_id": shop_id,
-                "customer_id": customer_id,
-                "purchase_count": 0,
-                "purchase_days": 0,
-                "gross_spend": ZERO,
-                "refunded": ZERO,
-                "login_count": 0,
-                "open_tickets": 0,
-                "updated_at": now,
-            }
-            self._session.execute(insert(customer_state).values(**state))
-            state = self.get(shop_id, customer_id) or state
-        return state
+    def orders_of(self, customers: Iterable[CustomerKey]) -> dict[OrderKey, dict[str, Any]]:
+        found: dict[OrderKey, dict[str, Any]] = {}
+        for chunk in _chunks(sorted(set(customers))):
+            rows = self._session.execute(
+                select(orders).where(tuple_(orders.c.shop_id, orders.c.customer_id).in_(chunk))
+            ).mappings()
+            found.update({(row["shop_id"], row["order_id"]): dict(row) for row in rows})
+        return found
 
-    def save(self, state: dict[str, Any]) -> None:
-        key = {"shop_id": state["shop_id"], "customer_id": state["customer_id"]}
-        values = {k: v for k, v in state.items() if k not in key}
-        self._session.execute(
-            update(customer_state)
-            .where(
-                customer_state.c.shop_id == key["shop_id"], customer_state.c.customer_id == key["customer_id"]
-            )
-            .values(**values)
-        )
+    def orders_by_id(self, keys: Iterable[OrderKey]) -> dict[OrderKey, dict[str, Any]]:
+        found: dict[OrderKey, dict[str, Any]] = {}
+        for chunk in _chunks(sorted(set(keys))):
+            rows = self._session.execute(
+                select(orders).where(tuple_(orders.c.shop_id, orders.c.order_id).in_(chunk))
+            ).mappings()
+            found.update({(row["shop_id"], row["order_id"]): dict(row) for row in rows})
+        return found
 
-    def order(self, shop_id: str, order_id: str) -> dict[str, Any] | None:
-        row = (
-            self._session.execute(
-                select(orders).where(orders.c.shop_id == shop_id, orders.c.order_id == order_id)
-            )
-            .mappings()
-            .first()
-        )
-        return dict(row) if row else None
+    def save_orders(self, rows: list[dict[str, Any]]) -> None:
+        self._upsert(orders, rows, ["shop_id", "order_id"])
 
-    def put_order(self, values: dict[str, Any], *, exists: bool) -> None:
-        if exists:
-            self._session.execute(
-                update(orders)
-                .where(orders.c.shop_id == values["shop_id"], orders.c.order_id == values["order_id"])
-                .values(**values)
-            )
-        else:
-            self._session.execute(insert(orders).values(**values))
+    def save_states(self, rows: list[dict[str, Any]]) -> None:
+        self._upsert(customer_state, rows, ["shop_id", "customer_id"])
 
-    def purchase_times(self, shop_id: str, customer_id: str) -> list[datetime]:
-        rows = self._session.execute(
-            select(orders.c.purchased_at).where(
-                orders.c.shop_id == shop_id,
-                orders.c.customer_id == customer_id,
-                orders.c.purchased_at.is_not(None),
+    def adjust_shops(self, deltas: dict[str, tuple[int, Decimal]]) -> dict[str, Decimal]:
+        """Apply (buyers, net spend) deltas per shop; return each shop's new average net spend per buyer."""
+        averages: dict[str, Decimal] = {}
+        for shop_id, (buyers, net_spend) in sorted(deltas.items()):
+            self._upsert(
+                shop_stats, [{"shop_id": shop_id, "buyers": 0, "net_spend": ZERO}], ["shop_id"], update=False
             )
-        ).scalars()
-        return list(rows)
-
-    def net_spend(self, shop_id: str, customer_id: str) -> tuple[Decimal, Decimal]:
-        """(gross, refunded) over the customer's known purchases; a refund never exceeds its order."""
-        rows = self._session.execute(
-            select(orders.c.amount, orders.c.refunded).where(
-                orders.c.shop_id == shop_id,
-                orders.c.customer_id == customer_id,
-                orders.c.purchased_at.is_not(None),
-            )
-        ).all()
-        gross = sum((Decimal(r.amount) for r in rows), ZERO)
-        refunded = sum((min(Decimal(r.refunded), Decimal(r.amount)) for r in rows), ZERO)
-        return gross, refunded
+            row = self._session.execute(
+                update(shop_stats)
+                .where(shop_stats.c.shop_id == shop_id)
+                .values(buyers=shop_stats.c.buyers + buyers, net_spend=shop_stats.c.net_spend + net_spend)
+                .returning(shop_stats.c.buyers, shop_stats.c.net_spend)
+            ).one()
+            averages[shop_id] = Decimal(row.net_spend) / row.buyers if row.buyers else ZERO
+        return averages
 
     def shop_average(self, shop_id: str) -> Decimal:
         row = (
@@ -112,21 +87,32 @@ class StateRepository:
             return ZERO
         return Decimal(row["net_spend"]) / row["buyers"]
 
-    def adjust_shop(self, shop_id: str, *, buyers: int, net_spend: Decimal) -> None:
-        exists = self._session.execute(
-            select(shop_stats.c.shop_id).where(shop_stats.c.shop_id == shop_id)
-        ).first()
-        if exists is None:
-            self._session.execute(insert(shop_stats).values(shop_id=shop_id, buyers=0, net_spend=ZERO))
-        self._session.execute(
-            update(shop_stats)
-            .where(shop_stats.c.shop_id == shop_id)
-            .values(buyers=shop_stats.c.buyers + buyers, net_spend=shop_stats.c.net_spend + net_spend)
-        )
-
     def count(self, shop_id: str) -> int:
         return int(
             self._session.execute(
                 select(func.count()).select_from(customer_state).where(customer_state.c.shop_id == shop_id)
             ).scalar_one()
         )
+
+    def _upsert(
+        self, table: Table, rows: list[dict[str, Any]], key: list[str], *, update: bool = True
+    ) -> None:
+        if not rows:
+            return
+        dialect = self._session.get_bind().dialect.name
+        insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert_fn(table)
+        if update:
+            columns = [name for name in rows[0] if name not in key]
+            statement = statement.on_conflict_do_update(
+                index_elements=key, set_={name: statement.excluded[name] for name in columns}
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=key)
+        for chunk in _chunks(rows):
+            self._session.execute(statement, chunk)
+
+
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]

@@ -153,3 +153,13 @@ def all_in_one(tmp_path: Path, *, smtp_port: int) -> Platform:
     process = Process("all-in-one", ["run", "all"], env, tmp_path / "all-in-one.log", free_port())
     url = f"http://127.0.0.1:{process.port}"
     return Platform(urls=dict.fromkeys(SERVICES, url), processes={"all": process})
+
+
+def create_shop(platform: Platform) -> dict[str, str]:
+    response = httpx.post(
+        f"{platform.url('customer-api')}/v1/shops",
+        json={"name": "Kissa Tea", "timezone": "Asia/Tokyo", "currency": "JPY", "locale": "ja"},
+        headers={"Authorization": f"Bearer {platform.admin_token}"},
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['api_key']}"}
