@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ADMIN_TOKEN = "dev-admin-token"
@@ -44,6 +44,10 @@ class PlatformSettings(BaseSettings):
     followup_database_url: str | None = None
     survey_database_url: str | None = None
 
+    rate_limit: str = Field(
+        "100/second", description="Requests per API key and process, in `limits` syntax, e.g. 6000/minute"
+    )
+
     log_level: str = "INFO"
     log_format: str = Field("json", pattern="^(json|text)$")
 
@@ -52,6 +56,17 @@ class PlatformSettings(BaseSettings):
     consumer_max_attempts: int = Field(5, ge=1)
     relay_batch_size: int = Field(1000, ge=1)
     relay_interval_ms: int = Field(50, ge=1)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parseable_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit: {value!r} (expected e.g. 100/second)") from exc
+        return value
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> PlatformSettings:

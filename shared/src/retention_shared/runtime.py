@@ -22,6 +22,7 @@ from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber, br
 from retention_shared.messaging.local import LocalLog, LocalPublisher, LocalSubscriber
 from retention_shared.messaging.outbox import MessagingTables
 from retention_shared.messaging.ports import Publisher, Subscriber
+from retention_shared.ratelimit import KeyRateLimiter
 from retention_shared.uow import SqlAlchemyUnitOfWork
 from retention_shared.web import ServiceApi
 
@@ -78,6 +79,11 @@ class PlatformContext:
         if self.settings.mode is Mode.DISTRIBUTED:
             return KafkaBus(self.settings.kafka_bootstrap)
         return LocalBus(self.settings.data_dir / "bus.db")
+
+    @cached_property
+    def rate_limiter(self) -> KeyRateLimiter:
+        """One limiter per process, shared by every service in it."""
+        return KeyRateLimiter(self.settings.rate_limit)
 
     def topic_name(self, topic: Topic) -> str:
         return topic.qualified(self.settings.topic_namespace)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from retention_shared.logs import correlation_id, new_correlation_id
 from retention_shared.metrics import REQUEST_LATENCY
 from retention_shared.problems import Problem
+from retention_shared.ratelimit import KeyRateLimiter
 from retention_shared.tenancy import KeyDirectory, Principal, hash_api_key
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,10 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def principal_dependency(directory_of: Callable[[Request], KeyDirectory]) -> Callable[..., Principal]:
-    """A FastAPI dependency that authenticates the shop's API key."""
+def principal_dependency(
+    directory_of: Callable[[Request], KeyDirectory], limiter: KeyRateLimiter | None = None
+) -> Callable[..., Principal]:
+    """A FastAPI dependency that authenticates the shop's API key and applies its rate limit."""
 
     def authenticate(request: Request) -> Principal:
         token = _bearer(request)
@@ -173,6 +176,15 @@ def principal_dependency(directory_of: Callable[[Request], KeyDirectory]) -> Cal
             raise Problem(
                 401, "Unauthorized", "Unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
             )
+        if limiter is not None:
+            wait_s = limiter.retry_after(principal.key_id)
+            if wait_s is not None:
+                raise Problem(
+                    429,
+                    "Too Many Requests",
+                    f"This API key is over its rate limit; retry in {wait_s} s",
+                    headers={"Retry-After": str(wait_s)},
+                )
         request.state.principal = principal
         return principal
 

@@ -31,7 +31,7 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     directory = CachedKeyDirectory(engine, tables.api_keys)
     router = build_router(
         uow_factory=uow_factory,
-        authenticate=principal_dependency(lambda _request: directory),
+        authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
         admin_token=platform.settings.admin_token.get_secret_value(),
     )
     runtime = ServiceRuntime(

@@ -1,60 +1,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import insert, select
 
 from customer_api.adapters import tables
-from retention_shared.config import Mode, PlatformSettings
-from retention_shared.platform import app_with_workers, assemble
-from retention_shared.runtime import service_named
 from retention_shared.tenancy import generate_api_key
+from retention_shared.testing.harness import ADMIN_TOKEN, Api
 
-ADMIN_TOKEN = "unit-test-operator-token"
 PROBLEM_JSON = "application/problem+json"
-
-
-class Api:
-    def __init__(self, client: TestClient, engine: Engine) -> None:
-        self.client = client
-        self.engine = engine
-
-    def create_shop(self, name: str = "Kissa Tokyo") -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/shops", json={"name": name}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        )
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    def count(self, table: Any) -> int:
-        with self.engine.connect() as connection:
-            return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    settings = PlatformSettings(
-        mode=Mode.EMBEDDED,
-        data_dir=tmp_path,
-        admin_token=ADMIN_TOKEN,
-        customer_api_database_url=None,
-        topic_namespace="",
-    )
-    assembly = assemble([service_named("customer-api")], settings, migrate=True)
-    app = app_with_workers(assembly, "t", "customer-api", run_workers=False)
-    with TestClient(app) as client:
-        yield Api(client, assembly.runtimes[0].engine)
-
-
-@pytest.fixture
-def shop(api: Api) -> dict[str, Any]:
-    return api.create_shop()
 
 
 def auth(shop: dict[str, Any]) -> dict[str, str]:

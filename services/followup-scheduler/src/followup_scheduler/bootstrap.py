@@ -47,7 +47,7 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     )
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
     router = build_router(
-        uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory)
+        uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter)
     )
     dispatcher = Dispatcher(
         uow_factory=uow_factory,

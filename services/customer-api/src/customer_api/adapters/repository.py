@@ -33,20 +33,55 @@ class CustomerRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def get(self, shop_id: str, customer_id: str) -> dict[str, Any] | None:
-        row = (
-            self._session.execute(
-                select(tables.customers).where(
-                    tables.customers.c.shop_id == shop_id, tables.customers.c.customer_id == customer_id
-                )
-            )
-            .mappings()
-            .first()
+    def get(self, shop_id: str, customer_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        query = select(tables.customers).where(
+            tables.customers.c.shop_id == shop_id, tables.customers.c.customer_id == customer_id
         )
+        if for_update:
+            query = query.with_for_update()
+        row = self._session.execute(query).mappings().first()
         return dict(row) if row else None
 
-    def insert(self, values: dict[str, Any]) -> None:
-        self._session.execute(insert(tables.customers).values(**values))
+    def insert_if_absent(self, values: dict[str, Any]) -> bool:
+        """Insert the customer unless a concurrent request just did; True if this call created it."""
+        created = insert_ignoring_duplicates(
+            self._session, tables.customers, [values], tables.customers.c.customer_id
+        )
+        return bool(created)
+
+    def page(
+        self,
+        shop_id: str,
+        *,
+        limit: int,
+        after: str | None,
+        updated_since: datetime | None,
+        attributes: dict[str, str],
+    ) -> list[dict[str, Any]]:
+        query = select(tables.customers).where(tables.customers.c.shop_id == shop_id)
+        if after is not None:
+            query = query.where(tables.customers.c.customer_id > after)
+        if updated_since is not None:
+            query = query.where(tables.customers.c.updated_at >= updated_since)
+        for name, value in attributes.items():
+            query = query.where(tables.customers.c.attributes[name].as_string() == value)
+        rows = self._session.execute(query.order_by(tables.customers.c.customer_id).limit(limit)).mappings()
+        return [dict(row) for row in rows]
+
+    def consent_history(self, shop_id: str, customer_id: str) -> list[dict[str, Any]]:
+        history = tables.consent_history
+        query = (
+            select(
+                history.c.channel,
+                history.c.granted,
+                history.c.legal_basis,
+                history.c.source,
+                history.c.changed_at,
+            )
+            .where(history.c.shop_id == shop_id, history.c.customer_id == customer_id)
+            .order_by(history.c.id)
+        )
+        return [dict(row) for row in self._session.execute(query).mappings()]
 
     def update(self, shop_id: str, customer_id: str, values: dict[str, Any]) -> None:
         self._session.execute(

@@ -42,31 +42,105 @@ def upsert_customer(
     consents: list[ConsentChange],
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace a customer's profile and apply consent changes; emits the matching events."""
+    values = {name: getattr(profile, name) for name in PROFILE_FIELDS}
+    return _save(uow, shop_id, customer_id, values, consents, must_exist=False)
+
+
+def patch_customer(
+    *,
+    uow: CustomerApiUnitOfWork,
+    shop_id: str,
+    customer_id: str,
+    changes: dict[str, Any],
+    consents: list[ConsentChange],
+) -> dict[str, Any]:
+    """Change only the given fields of an existing customer (a null clears a field)."""
+    unknown = set(changes) - set(PROFILE_FIELDS)
+    if unknown:
+        raise ValueError(f"not profile fields: {sorted(unknown)}")
+    customer, _ = _save(uow, shop_id, customer_id, changes, consents, must_exist=True)
+    return customer
+
+
+def _save(
+    uow: CustomerApiUnitOfWork,
+    shop_id: str,
+    customer_id: str,
+    values: dict[str, Any],
+    consents: list[ConsentChange],
+    *,
+    must_exist: bool,
+) -> tuple[dict[str, Any], bool]:
     now = uow.clock.now()
     with uow:
-        existing = uow.customers.get(shop_id, customer_id)
-        values = {name: getattr(profile, name) for name in PROFILE_FIELDS}
-        if existing is None:
-            uow.customers.insert(
+        existing = uow.customers.get(shop_id, customer_id, for_update=True)
+        if existing is None and must_exist:
+            raise not_found("customer")
+        created = existing is None
+        if created:
+            blank = dict.fromkeys(PROFILE_FIELDS) | {"attributes": {}}
+            created = uow.customers.insert_if_absent(
                 {
                     "shop_id": shop_id,
                     "customer_id": customer_id,
+                    **blank,
                     **values,
                     "created_at": now,
                     "updated_at": now,
                 }
             )
-        else:
+        if not created:  # it existed, or a concurrent request created it a moment ago
             uow.customers.update(shop_id, customer_id, {**values, "updated_at": now})
+        profile = uow.customers.get(shop_id, customer_id)
+        assert profile is not None
         uow.publish(
             "customer_upserted",
             shop_id=shop_id,
             customer_id=customer_id,
-            data=CustomerUpserted(created=existing is None, **values),
+            data=CustomerUpserted(created=created, **{name: profile[name] for name in PROFILE_FIELDS}),
         )
         _apply_consents(uow, shop_id, customer_id, consents)
         uow.commit()
-    return read_customer(uow=uow, shop_id=shop_id, customer_id=customer_id), existing is None
+    return read_customer(uow=uow, shop_id=shop_id, customer_id=customer_id), created
+
+
+def set_consents(
+    *, uow: CustomerApiUnitOfWork, shop_id: str, customer_id: str, consents: list[ConsentChange]
+) -> dict[str, Any]:
+    """Record consent changes (each with its legal basis and source); unchanged channels add nothing."""
+    with uow:
+        if uow.customers.get(shop_id, customer_id, for_update=True) is None:
+            raise not_found("customer")
+        _apply_consents(uow, shop_id, customer_id, consents)
+        uow.commit()
+    return read_customer(uow=uow, shop_id=shop_id, customer_id=customer_id)
+
+
+def consent_history(*, uow: CustomerApiUnitOfWork, shop_id: str, customer_id: str) -> list[dict[str, Any]]:
+    with uow:
+        if uow.customers.get(shop_id, customer_id) is None:
+            raise not_found("customer")
+        return uow.customers.consent_history(shop_id, customer_id)
+
+
+def list_customers(
+    *,
+    uow: CustomerApiUnitOfWork,
+    shop_id: str,
+    limit: int,
+    after: str | None,
+    updated_since: Any = None,
+    attributes: dict[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of customers ordered by id, and the id to continue after (None on the last page)."""
+    with uow:
+        rows = uow.customers.page(
+            shop_id, limit=limit + 1, after=after, updated_since=updated_since, attributes=attributes or {}
+        )
+    page = rows[:limit]
+    for row in page:
+        row.pop("shop_id", None)
+    return page, (page[-1]["customer_id"] if len(rows) > limit else None)
 
 
 def _apply_consents(

@@ -39,12 +39,13 @@ def register_shop(
             customer_id=None,
             data=ShopRegistered(name=name, timezone=timezone, currency=currency, locale=locale),
         )
-        issued = _issue_key(uow, shop_id, name="default", scopes=SCOPES)
+        issued = issue_key(uow, shop_id, name="default", scopes=SCOPES)
         uow.commit()
     return shop_id, issued
 
 
-def _issue_key(uow: CustomerApiUnitOfWork, shop_id: str, *, name: str, scopes: tuple[str, ...]) -> IssuedKey:
+def issue_key(uow: CustomerApiUnitOfWork, shop_id: str, *, name: str, scopes: tuple[str, ...]) -> IssuedKey:
+    """Add a key to the open unit of work; the caller commits."""
     key, prefix, key_hash = generate_api_key()
     key_id = f"key_{secrets.token_hex(8)}"
     uow.session.execute(

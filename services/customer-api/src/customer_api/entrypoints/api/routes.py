@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import AwareDatetime, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from customer_api.entrypoints.api.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyRead,
+    ConsentHistory,
+    ConsentHistoryEntry,
+    ConsentsWrite,
+    ConsentWrite,
+    CustomerPage,
+    CustomerPatch,
     CustomerRead,
+    CustomerSummary,
     CustomerWrite,
     EventBatch,
     EventBatchResult,
@@ -20,13 +32,14 @@ from customer_api.entrypoints.api.schemas import (
     ShopCreate,
     ShopCreated,
 )
-from customer_api.service_layer import customers, ingestion, shops
+from customer_api.service_layer import customers, ingestion, keys, shops
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.problems import Problem
 from retention_shared.tenancy import Principal
 from retention_shared.web import bearer_token, require_scope
 
+KeyId = Annotated[str, Path(pattern=ID_PATTERN)]
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="The shop's own customer id (≤128 chars)")]
 
 
@@ -40,6 +53,7 @@ def build_router(
     can_write_events = require_scope(authenticate, "events:write")
     can_read_customers = require_scope(authenticate, "customers:read")
     can_write_customers = require_scope(authenticate, "customers:write")
+    is_admin = require_scope(authenticate, "admin")
 
     def operator(request: Request) -> None:
         if not secrets.compare_digest(bearer_token(request).encode(), admin_token.encode()):
@@ -82,6 +96,126 @@ def build_router(
         response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return customer
 
+    @router.patch("/customers/{customer_id}", response_model=CustomerRead, tags=["customers"])
+    def patch_customer(
+        customer_id: CustomerId, body: CustomerPatch, principal: Principal = Depends(can_write_customers)
+    ) -> dict[str, object]:
+        """Change some fields of an existing customer; fields left out stay as they are."""
+        given = body.model_dump(exclude_unset=True)
+        consents = [
+            customers.ConsentChange(channel, granted)
+            for channel, granted in given.pop("consents", {}).items()
+        ]
+        return customers.patch_customer(
+            uow=uow_factory(),
+            shop_id=principal.shop_id,
+            customer_id=customer_id,
+            changes=given,
+            consents=consents,
+        )
+
+    @router.get("/customers", response_model=CustomerPage, tags=["customers"])
+    def list_customers(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[
+            str | None, Query(max_length=400, description="next_cursor of the previous page")
+        ] = None,
+        updated_since: Annotated[AwareDatetime | None, Query(description="RFC 3339 with a timezone")] = None,
+        principal: Principal = Depends(can_read_customers),
+    ) -> CustomerPage:
+        """Customers ordered by id, a page at a time.
+
+        Filter custom attributes by equality with `attr.<name>=<value>` (compared as text)."""
+        attributes = {
+            name.removeprefix("attr."): value
+            for name, value in request.query_params.items()
+            if name.startswith("attr.")
+        }
+        page, last = customers.list_customers(
+            uow=uow_factory(),
+            shop_id=principal.shop_id,
+            limit=limit,
+            after=_decode_cursor(cursor) if cursor else None,
+            updated_since=updated_since,
+            attributes=attributes,
+        )
+        return CustomerPage(
+            customers=[CustomerSummary.model_validate(row) for row in page],
+            next_cursor=_encode_cursor(last) if last else None,
+        )
+
+    @router.put("/customers/{customer_id}/consents", response_model=CustomerRead, tags=["consent"])
+    def put_consents(
+        customer_id: CustomerId, body: ConsentsWrite, principal: Principal = Depends(can_write_customers)
+    ) -> dict[str, object]:
+        """Change consent per channel, with its legal basis and source; each change is kept in the history."""
+        changes = [
+            customers.ConsentChange(channel, change.granted, change.legal_basis, change.source)
+            for channel, change in body.model_dump(exclude_none=True).items()
+            for change in [ConsentWrite.model_validate(change)]
+        ]
+        return customers.set_consents(
+            uow=uow_factory(), shop_id=principal.shop_id, customer_id=customer_id, consents=changes
+        )
+
+    @router.get("/customers/{customer_id}/consents/history", response_model=ConsentHistory, tags=["consent"])
+    def get_consent_history(
+        customer_id: CustomerId, principal: Principal = Depends(can_read_customers)
+    ) -> ConsentHistory:
+        """Every consent change of the customer, oldest first: the audit trail."""
+        history = customers.consent_history(
+            uow=uow_factory(), shop_id=principal.shop_id, customer_id=customer_id
+        )
+        return ConsentHistory(
+            customer_id=customer_id, history=[ConsentHistoryEntry(**entry) for entry in history]
+        )
+
+    @router.post(
+        "/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, tags=["api keys"]
+    )
+    def create_api_key(body: ApiKeyCreate, principal: Principal = Depends(is_admin)) -> ApiKeyCreated:
+        """Issue a named key with the given scopes. The key is in this answer only."""
+        row, key = keys.create_key(
+            uow=uow_factory(),
+            shop_id=principal.shop_id,
+            name=body.name,
+            scopes=tuple(dict.fromkeys(body.scopes)),
+        )
+        return ApiKeyCreated(**row, api_key=key)
+
+    @router.get("/api-keys", response_model=ApiKeyList, tags=["api keys"])
+    def list_api_keys(principal: Principal = Depends(is_admin)) -> ApiKeyList:
+        """The shop's keys: names, prefixes and scopes, never the keys themselves."""
+        return ApiKeyList(
+            keys=[ApiKeyRead(**row) for row in keys.list_keys(uow=uow_factory(), shop_id=principal.shop_id)]
+        )
+
+    @router.post("/api-keys/{key_id}/rotate", response_model=ApiKeyCreated, tags=["api keys"])
+    def rotate_api_key(key_id: KeyId, principal: Principal = Depends(is_admin)) -> ApiKeyCreated:
+        """Replace a key with a new one (same name and scopes); the old key stops working at once."""
+        row, key = keys.rotate_key(uow=uow_factory(), shop_id=principal.shop_id, key_id=key_id)
+        return ApiKeyCreated(**row, api_key=key)
+
+    @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["api keys"])
+    def revoke_api_key(key_id: KeyId, principal: Principal = Depends(is_admin)) -> Response:
+        """Revoke a key; every service refuses it within seconds."""
+        keys.revoke_key(uow=uow_factory(), shop_id=principal.shop_id, key_id=key_id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @router.post(
+        "/shops/{shop_id}/api-keys",
+        status_code=status.HTTP_201_CREATED,
+        response_model=ApiKeyCreated,
+        tags=["shops"],
+    )
+    def operator_issues_key(shop_id: KeyId, body: ApiKeyCreate, _: None = Depends(operator)) -> ApiKeyCreated:
+        """Issue a key for a shop (operator only), e.g. when a shop has lost its admin key."""
+        row, key = keys.create_key(
+            uow=uow_factory(), shop_id=shop_id, name=body.name, scopes=tuple(body.scopes)
+        )
+        return ApiKeyCreated(**row, api_key=key)
+
     @router.get("/customers/{customer_id}", response_model=CustomerRead, tags=["customers"])
     def get_customer(
         customer_id: CustomerId, principal: Principal = Depends(can_read_customers)
@@ -123,6 +257,22 @@ def build_router(
         )
 
     return router
+
+
+def _encode_cursor(customer_id: str) -> str:
+    return base64.urlsafe_b64encode(customer_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(
+            400,
+            "Bad Request",
+            "The cursor is not one this API gave out",
+            errors=[{"field": "cursor", "message": "invalid"}],
+        ) from exc
 
 
 def _parse_batch(body: bytes) -> EventBatch:

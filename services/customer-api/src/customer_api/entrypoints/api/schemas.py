@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from customer_api.domain.contact import LOCALE_PATTERN, check_timezone, normalise_email, normalise_phone
 
 ConsentChannel = Literal["email", "sms", "line", "phone"]
+Scope = Literal["events:write", "customers:read", "customers:write", "admin"]
 
 
 class ShopCreate(BaseModel):
@@ -28,6 +29,67 @@ class ShopCreated(BaseModel):
     api_key: str = Field(description="Shown once; store it now. Only its prefix is kept visible.")
     api_key_prefix: str
     scopes: list[str]
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Scope] = Field(
+        min_length=1, description="events:write, customers:read, customers:write, admin"
+    )
+
+
+class ApiKeyRead(BaseModel):
+    key_id: str
+    name: str
+    prefix: str = Field(description="The visible start of the key, to tell keys apart")
+    scopes: list[str]
+    revoked: bool
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    api_key: str = Field(description="Shown once; store it now")
+
+
+class ApiKeyList(BaseModel):
+    keys: list[ApiKeyRead]
+
+
+class ConsentWrite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    granted: bool
+    legal_basis: Literal["consent", "contract", "legitimate_interest", "legal_obligation"] = "consent"
+    source: str = Field(
+        "api", min_length=1, max_length=64, description="Where it was given, e.g. checkout, unsubscribe"
+    )
+
+
+class ConsentsWrite(BaseModel):
+    """Only the channels given change; each change is kept in the audit trail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: ConsentWrite | None = None
+    sms: ConsentWrite | None = None
+    line: ConsentWrite | None = None
+    phone: ConsentWrite | None = None
+
+
+class ConsentHistoryEntry(BaseModel):
+    channel: str
+    granted: bool
+    legal_basis: str
+    source: str
+    changed_at: datetime
+
+
+class ConsentHistory(BaseModel):
+    customer_id: str
+    history: list[ConsentHistoryEntry]
 
 
 class CustomerWrite(BaseModel):
@@ -61,6 +123,10 @@ class CustomerWrite(BaseModel):
         return check_timezone(value) if value is not None else None
 
 
+class CustomerPatch(CustomerWrite):
+    """Only the fields given change; a null clears a field."""
+
+
 class ConsentRead(BaseModel):
     granted: bool
     legal_basis: str
@@ -68,7 +134,7 @@ class ConsentRead(BaseModel):
     changed_at: datetime
 
 
-class CustomerRead(BaseModel):
+class CustomerSummary(BaseModel):
     customer_id: str
     email: str | None
     phone: str | None
@@ -78,9 +144,17 @@ class CustomerRead(BaseModel):
     timezone: str | None
     birthday: date | None
     attributes: dict[str, Any]
-    consents: dict[str, ConsentRead]
     created_at: datetime
     updated_at: datetime
+
+
+class CustomerRead(CustomerSummary):
+    consents: dict[str, ConsentRead]
+
+
+class CustomerPage(BaseModel):
+    customers: list[CustomerSummary]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
 class EventBatch(BaseModel):
