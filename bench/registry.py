@@ -94,6 +94,7 @@ class Benchmark:
     needs: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()
     ratios: tuple[Ratio, ...] = ()
+    headline: str | None = None  # the figure the summary shows when there is no target
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
@@ -106,6 +107,7 @@ def benchmark(
     needs: tuple[str, ...] = (),
     targets: tuple[Target, ...] = (),
     ratios: tuple[Ratio, ...] = (),
+    headline: str | None = None,
 ) -> Callable[[BenchmarkFunction], BenchmarkFunction]:
     """Register a benchmark; its docstring becomes its description in the report."""
 
@@ -113,7 +115,7 @@ def benchmark(
         if name in BENCHMARKS:
             raise ValueError(f"benchmark {name!r} registered twice")
         description = " ".join((function.__doc__ or "").split())
-        BENCHMARKS[name] = Benchmark(name, title, description, function, needs, targets, ratios)
+        BENCHMARKS[name] = Benchmark(name, title, description, function, needs, targets, ratios, headline)
         return function
 
     return register

@@ -40,7 +40,7 @@ def get_when_ready(url: str, headers: dict[str, str]) -> httpx.Response:
         response = httpx.get(url, headers=headers)
         return response if response.status_code == 200 else None
 
-    return eventually(probe, what=f"200 from {url}")
+    return eventually(probe, timeout_s=60, what=f"200 from {url}")
 
 
 def test_a_purchase_flows_to_segmentation_and_a_single_thank_you_email(
@@ -92,6 +92,17 @@ def test_a_purchase_flows_to_segmentation_and_a_single_thank_you_email(
     assert [steps[k]["status"] for k in ("delivery_check", "usage_tips", "one_month_check_in")] == [
         "scheduled"
     ] * 3
+
+    # The customer-api's single customer view learns all this from the other services' events.
+    def view_is_current() -> dict[str, Any] | None:
+        view = httpx.get(f"{platform.url('customer-api')}/v1/customers/cust-1", headers=shop).json()
+        insights = view["insights"] or {}
+        return view if insights.get("segment") == "new" and len(view["next_followups"]) == 3 else None
+
+    view = eventually(view_is_current, what="segment and follow-ups in the single customer view")
+    assert view["next_followups"][0]["step"] == "delivery_check"
+    timeline = httpx.get(f"{platform.url('customer-api')}/v1/customers/cust-1/activity", headers=shop).json()
+    assert {entry["kind"] for entry in timeline["entries"]} == {"purchase_made", "followup_sent"}
 
     # The same event again: a duplicate at the door, and still exactly one e-mail.
     again = httpx.post(f"{platform.url('customer-api')}/v1/events", json={"events": [event]}, headers=shop)

@@ -29,7 +29,9 @@ def api(tmp_path: Path) -> Iterator[Api]:
     assembly = assemble([service_named("customer-api")], settings, migrate=True)
     app = app_with_workers(assembly, "t", "customer-api", run_workers=False)
     with TestClient(app) as client:
-        yield Api(client, assembly.runtimes[0].engine)
+        harness = Api(client, assembly.runtimes[0].engine)
+        harness.uow_factory = assembly.runtimes[0].uow_factory
+        yield harness
 
 
 @pytest.fixture

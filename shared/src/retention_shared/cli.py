@@ -149,7 +149,27 @@ def catalogue(
     console.print(f"wrote {len(written)} files under {out}")
 
 
+_service_commands_loaded = False
+
+
+def load_service_commands() -> None:
+    """Let each installed service add its own commands (`ServiceDefinition.commands`), once."""
+    global _service_commands_loaded
+    if _service_commands_loaded:
+        return
+    _service_commands_loaded = True
+    try:
+        definitions = list(discover_services().values())
+    except Exception as exc:  # a broken service must not take `retention migrate` down with it
+        console.print(f"[yellow]warning:[/] service commands unavailable: {exc}")
+        return
+    for definition in definitions:
+        if definition.commands is not None:
+            definition.commands(app)
+
+
 def main() -> None:
+    load_service_commands()
     app()
 
 

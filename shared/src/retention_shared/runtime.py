@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Engine, MetaData, text
 
@@ -25,6 +25,9 @@ from retention_shared.messaging.ports import Publisher, Subscriber
 from retention_shared.ratelimit import KeyRateLimiter
 from retention_shared.uow import SqlAlchemyUnitOfWork
 from retention_shared.web import ServiceApi
+
+if TYPE_CHECKING:
+    import typer
 
 # The order services start in; it also orders the OpenAPI document.
 SERVICE_ORDER = ("customer-api", "segmentation-worker", "followup-scheduler", "survey-service")
@@ -135,6 +138,8 @@ class ServiceDefinition:
     metadata: MetaData
     migrations_dir: Path
     bootstrap: Callable[[PlatformContext, Engine], ServiceRuntime]
+    # Optional: adds the service's own commands to the `retention` CLI (called once at its start).
+    commands: Callable[[typer.Typer], None] | None = None
 
     def database_url(self, settings: PlatformSettings) -> str:
         return settings.database_url_for(self.database_setting, self.sqlite_file)

@@ -9,9 +9,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from customer_api.adapters import tables
+from customer_api.entrypoints.api.imports import build_import_router
+from customer_api.entrypoints.api.loyalty import build_loyalty_router
 from customer_api.entrypoints.api.routes import build_router
+from customer_api.service_layer import erasure, loyalty, read_model
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
-from retention_shared.runtime import PlatformContext, ServiceRuntime
+from retention_shared.events import topics
+from retention_shared.runtime import PeriodicJob, PlatformContext, ServiceRuntime
 from retention_shared.tenancy import CachedKeyDirectory
 from retention_shared.web import ServiceApi, principal_dependency
 
@@ -33,14 +37,32 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         uow_factory=uow_factory,
         authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
         admin_token=platform.settings.admin_token.get_secret_value(),
+        signing_secret=platform.settings.signing_secret.get_secret_value(),
+    )
+    loyalty_router = build_loyalty_router(
+        uow_factory=uow_factory,
+        authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
     )
     runtime = ServiceRuntime(
         name=NAME,
         engine=engine,
         tables=tables.messaging,
-        api=ServiceApi(NAME, [router]),
+        api=ServiceApi(NAME, [router, loyalty_router]),
         uow_factory=uow_factory,
+        topics=[topics.CUSTOMER, topics.INSIGHT, topics.FOLLOWUP, topics.SURVEY],
+        handlers={**read_model.HANDLERS, "erasure_completed": erasure.erasure_completed},
+        jobs=[
+            PeriodicJob(
+                "loyalty-maintenance", 3600, partial(loyalty.run_maintenance, uow_factory=uow_factory)
+            )
+        ],
         outbox_committed=outbox_committed,
     )
     runtime.api.readiness["database"] = runtime.check_database
+    runtime.api.routers.append(
+        build_import_router(
+            uow_factory=uow_factory,
+            authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
+        )
+    )
     return runtime

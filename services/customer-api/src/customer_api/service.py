@@ -6,6 +6,7 @@ from pathlib import Path
 
 from customer_api.adapters.tables import metadata
 from customer_api.bootstrap import NAME, bootstrap
+from customer_api.entrypoints.cli import register_commands
 from retention_shared.runtime import ServiceDefinition
 
 definition = ServiceDefinition(
@@ -16,4 +17,5 @@ definition = ServiceDefinition(
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
+    commands=register_commands,
 )

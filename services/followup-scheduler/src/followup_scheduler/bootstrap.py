@@ -12,7 +12,7 @@ from followup_scheduler.adapters import tables
 from followup_scheduler.adapters.channels.smtp import SmtpChannel
 from followup_scheduler.adapters.rendering import Renderer
 from followup_scheduler.entrypoints.api.routes import build_router
-from followup_scheduler.service_layer import handlers
+from followup_scheduler.service_layer import erasure, handlers
 from followup_scheduler.service_layer.dispatch import Dispatcher
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.events import topics
@@ -47,7 +47,8 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     )
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
     router = build_router(
-        uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter)
+        uow_factory=uow_factory,
+        authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
     )
     dispatcher = Dispatcher(
         uow_factory=uow_factory,
@@ -72,6 +73,7 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
             "shop_registered": shop_registered,
             "customer_upserted": handlers.customer_upserted,
             "consent_changed": handlers.consent_changed,
+            "customer_erased": erasure.customer_erased,
             **{event_type: handlers.trigger for event_type in TRIGGER_EVENTS},
         },
         jobs=[PeriodicJob("dispatcher", 0.1, dispatcher.dispatch_due)],

@@ -14,7 +14,7 @@ from retention_shared.tenancy import CachedKeyDirectory, tenancy_handlers
 from retention_shared.web import ServiceApi, principal_dependency
 from segmentation_worker.adapters import tables
 from segmentation_worker.entrypoints.api.routes import build_router
-from segmentation_worker.service_layer import handlers
+from segmentation_worker.service_layer import erasure, handlers
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 NAME = "segmentation-worker"
@@ -32,7 +32,8 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     )
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
     router = build_router(
-        uow_factory=uow_factory, authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter)
+        uow_factory=uow_factory,
+        authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
     )
     runtime = ServiceRuntime(
         name=NAME,
@@ -40,8 +41,8 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         tables=tables.messaging,
         api=ServiceApi(NAME, [router]),
         uow_factory=uow_factory,
-        topics=[topics.TENANCY, topics.ACTIVITY],
-        handlers=tenancy_handlers(tables.tenancy),
+        topics=[topics.TENANCY, topics.ACTIVITY, topics.CUSTOMER],
+        handlers={**tenancy_handlers(tables.tenancy), "customer_erased": erasure.customer_erased},
         batch_handler=handlers.apply_activity,
         batch_types=handlers.ACTIVITY_TYPES,
         outbox_committed=outbox_committed,

@@ -13,6 +13,7 @@ from retention_shared.runtime import PlatformContext, ServiceRuntime
 from retention_shared.tenancy import tenancy_handlers
 from retention_shared.web import ServiceApi
 from survey_service.adapters import tables
+from survey_service.service_layer.erasure import customer_erased
 from survey_service.service_layer.uow import SurveyUnitOfWork
 
 NAME = "survey-service"
@@ -34,8 +35,8 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         tables=tables.messaging,
         api=ServiceApi(NAME, []),
         uow_factory=uow_factory,
-        topics=[topics.TENANCY],
-        handlers=tenancy_handlers(tables.tenancy),
+        topics=[topics.TENANCY, topics.CUSTOMER],
+        handlers={**tenancy_handlers(tables.tenancy), "customer_erased": customer_erased},
         outbox_committed=outbox_committed,
     )
     runtime.api.readiness["database"] = runtime.check_database

@@ -100,6 +100,14 @@ class CustomerErased(EventData):
     erasure_id: str = _id()
 
 
+class ErasureCompleted(EventData):
+    """A service reports that it purged the customer's personal data (counts only, never the data)."""
+
+    erasure_id: str = _id()
+    service: str
+    purged: dict[str, int] = Field(default_factory=dict, description="What was removed, by kind, as counts")
+
+
 class TierChanged(EventData):
     from_tier: str | None = Field(None, alias="from")
     to_tier: str = Field(alias="to")
@@ -205,6 +213,22 @@ class FollowupFailed(EventData):
     permanent: bool
 
 
+class FollowupSkipped(EventData):
+    run_id: str
+    step_id: str
+    playbook_key: str
+    step_key: str
+    reason: str
+
+
+class FollowupCancelled(EventData):
+    run_id: str
+    step_id: str
+    playbook_key: str
+    step_key: str
+    reason: str
+
+
 # --- survey ----------------------------------------------------------------------------------
 
 
@@ -243,6 +267,12 @@ CATALOGUE: dict[str, EventSpec] = {
         _spec("customer_upserted", CustomerUpserted, topics.CUSTOMER, "A customer was created or changed"),
         _spec("consent_changed", ConsentChanged, topics.CUSTOMER, "Consent for one channel changed"),
         _spec("customer_erased", CustomerErased, topics.CUSTOMER, "The customer asked to be forgotten"),
+        _spec(
+            "erasure_completed",
+            ErasureCompleted,
+            topics.CUSTOMER,
+            "A service purged an erased customer's data",
+        ),
         _spec("tier_changed", TierChanged, topics.CUSTOMER, "The customer's loyalty tier changed"),
         _spec("purchase_made", PurchaseMade, topics.ACTIVITY, "An order was placed", True),
         _spec("refund_issued", RefundIssued, topics.ACTIVITY, "Money was returned for an order", True),
@@ -257,6 +287,18 @@ CATALOGUE: dict[str, EventSpec] = {
         _spec("followup_scheduled", FollowupScheduled, topics.FOLLOWUP, "A follow-up step was scheduled"),
         _spec("followup_sent", FollowupSent, topics.FOLLOWUP, "A follow-up was handed to its channel"),
         _spec("followup_failed", FollowupFailed, topics.FOLLOWUP, "A follow-up could not be delivered"),
+        _spec(
+            "followup_skipped",
+            FollowupSkipped,
+            topics.FOLLOWUP,
+            "A follow-up was not sent, and why (no consent…)",
+        ),
+        _spec(
+            "followup_cancelled",
+            FollowupCancelled,
+            topics.FOLLOWUP,
+            "A pending follow-up was cancelled (an exit…)",
+        ),
         _spec("survey_answered", SurveyAnswered, topics.SURVEY, "A customer answered a survey"),
     )
 }

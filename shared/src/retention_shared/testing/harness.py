@@ -18,6 +18,7 @@ class Api:
     def __init__(self, client: TestClient, engine: Engine) -> None:
         self.client = client
         self.engine = engine
+        self.uow_factory: Any = None  # the service's unit-of-work factory, when the test needs it
 
     def create_shop(self, name: str = "Kissa Tokyo") -> dict[str, Any]:
         response = self.client.post(

@@ -16,17 +16,17 @@ from customer_api.adapters import tables
 def insert_ignoring_duplicates(
     session: Session, table: Any, rows: Sequence[dict[str, Any]], returning: Any
 ) -> set[Any]:
-    """Insert rows, skipping those whose key exists; return the `returning` values of rows inserted."""
+    """Insert rows, skipping those whose key exists; return the `returning` values of rows inserted.
+
+    One statement executed with many parameter sets: SQLAlchemy compiles it once and batches
+    the rows itself ("insertmanyvalues"), instead of compiling a fresh 500-row VALUES per chunk.
+    """
     if not rows:
         return set()
     dialect = session.get_bind().dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert_fn(table).on_conflict_do_nothing().returning(returning)
-    inserted: set[Any] = set()
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        inserted.update(session.execute(statement.values(list(chunk))).scalars())
-    return inserted
+    return set(session.execute(statement, list(rows)).scalars())
 
 
 class CustomerRepository:
@@ -57,8 +57,21 @@ class CustomerRepository:
         after: str | None,
         updated_since: datetime | None,
         attributes: dict[str, str],
+        segment: str | None = None,
+        churn_risk: str | None = None,
     ) -> list[dict[str, Any]]:
         query = select(tables.customers).where(tables.customers.c.shop_id == shop_id)
+        if segment is not None or churn_risk is not None:
+            insights = tables.customer_insights
+            query = query.join(
+                insights,
+                (insights.c.shop_id == tables.customers.c.shop_id)
+                & (insights.c.customer_id == tables.customers.c.customer_id),
+            )
+            if segment is not None:
+                query = query.where(insights.c.segment == segment)
+            if churn_risk is not None:
+                query = query.where(insights.c.churn_risk == churn_risk)
         if after is not None:
             query = query.where(tables.customers.c.customer_id > after)
         if updated_since is not None:
@@ -66,6 +79,31 @@ class CustomerRepository:
         for name, value in attributes.items():
             query = query.where(tables.customers.c.attributes[name].as_string() == value)
         rows = self._session.execute(query.order_by(tables.customers.c.customer_id).limit(limit)).mappings()
+        return [dict(row) for row in rows]
+
+    def insights(self, shop_id: str, customer_id: str) -> dict[str, Any] | None:
+        table = tables.customer_insights
+        row = (
+            self._session.execute(
+                select(table).where(table.c.shop_id == shop_id, table.c.customer_id == customer_id)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        return {k: v for k, v in row.items() if k not in ("shop_id", "customer_id")}
+
+    def upcoming_followups(self, shop_id: str, customer_id: str, *, limit: int) -> list[dict[str, Any]]:
+        table = tables.customer_followups
+        rows = self._session.execute(
+            select(table.c.step_id, table.c.playbook, table.c.step, table.c.due_at, table.c.updated_at)
+            .where(
+                table.c.shop_id == shop_id, table.c.customer_id == customer_id, table.c.status == "scheduled"
+            )
+            .order_by(table.c.due_at)
+            .limit(limit)
+        ).mappings()
         return [dict(row) for row in rows]
 
     def consent_history(self, shop_id: str, customer_id: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -91,6 +92,72 @@ consent_history = Table(
     Index("ix_consent_history_customer", "shop_id", "customer_id"),
 )
 
+# The single customer view's read model: what the other services concluded about the customer,
+# kept current from their events (never by calling them), each part with the time it refers to.
+customer_insights = Table(
+    "customer_insights",
+    metadata,
+    Column("shop_id", String(128), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("segment", String(64)),
+    Column("rfm", JSONDocument),
+    Column("segment_as_of", UTCDateTime()),
+    Column("churn_risk", String(16)),
+    Column("probability_alive", Float),
+    Column("churn_as_of", UTCDateTime()),
+    Column("last_survey", JSONDocument),
+    Column("survey_as_of", UTCDateTime()),
+    PrimaryKeyConstraint("shop_id", "customer_id"),
+    Index("ix_customer_insights_segment", "shop_id", "segment"),
+    Index("ix_customer_insights_churn", "shop_id", "churn_risk"),
+)
+
+customer_followups = Table(
+    "customer_followups",
+    metadata,
+    Column("shop_id", String(128), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("playbook", String(64), nullable=False),
+    Column("step", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("channel", String(16)),
+    Column("due_at", UTCDateTime()),
+    Column("reason", String(500)),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("shop_id", "step_id"),
+    Index("ix_customer_followups_customer", "shop_id", "customer_id", "due_at"),
+)
+
+customer_survey_answers = Table(
+    "customer_survey_answers",
+    metadata,
+    Column("shop_id", String(128), nullable=False),
+    Column("response_id", String(64), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("survey_id", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("detractor", Boolean, nullable=False),
+    Column("answered_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("shop_id", "response_id"),
+    Index("ix_customer_survey_answers_customer", "shop_id", "customer_id", "answered_at"),
+)
+
+# Proof that a customer was erased, without any personal data: the subject is an HMAC of the
+# shop's customer id, so the receipt cannot be read back but can be matched when asked about an id.
+erasure_receipts = Table(
+    "erasure_receipts",
+    metadata,
+    Column("erasure_id", String(64), primary_key=True),
+    Column("shop_id", String(128), nullable=False),
+    Column("subject_digest", String(64), nullable=False),
+    Column("requested_at", UTCDateTime(), nullable=False),
+    Column("services", JSONDocument, nullable=False),
+    Column("completed_at", UTCDateTime()),
+    Index("ix_erasure_receipts_subject", "shop_id", "subject_digest"),
+)
+
 # Every ingested event, once: the primary key makes ingestion idempotent on (shop, event id),
 # and the rows are the customer's raw activity history.
 ingested_events = Table(
@@ -106,3 +173,5 @@ ingested_events = Table(
     PrimaryKeyConstraint("shop_id", "event_id"),
     Index("ix_ingested_events_customer", "shop_id", "customer_id", "occurred_at"),
 )
+
+from customer_api.adapters import loyalty_tables  # noqa: E402,F401  (registers the loyalty tables)

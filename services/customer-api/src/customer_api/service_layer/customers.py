@@ -131,11 +131,19 @@ def list_customers(
     after: str | None,
     updated_since: Any = None,
     attributes: dict[str, str] | None = None,
+    segment: str | None = None,
+    churn_risk: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of customers ordered by id, and the id to continue after (None on the last page)."""
     with uow:
         rows = uow.customers.page(
-            shop_id, limit=limit + 1, after=after, updated_since=updated_since, attributes=attributes or {}
+            shop_id,
+            limit=limit + 1,
+            after=after,
+            updated_since=updated_since,
+            attributes=attributes or {},
+            segment=segment,
+            churn_risk=churn_risk,
         )
     page = rows[:limit]
     for row in page:
@@ -174,7 +182,11 @@ def read_customer(*, uow: CustomerApiUnitOfWork, shop_id: str, customer_id: str)
         if customer is None:
             raise not_found("customer")
         consents = uow.customers.consents(shop_id, customer_id)
+        insights = uow.customers.insights(shop_id, customer_id)
+        upcoming = uow.customers.upcoming_followups(shop_id, customer_id, limit=5)
     customer.pop("shop_id", None)
+    customer["insights"] = insights
+    customer["next_followups"] = upcoming
     customer["consents"] = {
         channel: {k: row[k] for k in ("granted", "legal_basis", "source", "changed_at")}
         for channel, row in consents.items()

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from customer_api.adapters import tables
 from customer_api.adapters.repository import insert_ignoring_duplicates
+from customer_api.service_layer import loyalty
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.clock import ensure_utc
 from retention_shared.db import json_dumps
@@ -118,6 +119,8 @@ def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[
                 )
             )
             results[index] = EventResult(event_id, "accepted")
+        accepted = [event for event_id, (_, event) in candidates.items() if event_id in inserted]
+        loyalty.apply_loyalty_for_events(uow=uow, shop_id=shop_id, events=accepted)
         uow.commit()
     return [result for result in results if result is not None]
 

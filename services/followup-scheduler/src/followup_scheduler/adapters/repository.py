@@ -105,16 +105,24 @@ class SchedulerRepository:
         ).mappings()
         return [dict(row) for row in rows]
 
-    def end_run(self, run_id: str, status: str, reason: str | None, now: datetime) -> int:
+    def end_run(self, run_id: str, status: str, reason: str | None, now: datetime) -> list[dict[str, Any]]:
+        """End a run and cancel its pending steps; return the steps cancelled."""
         self._session.execute(
             update(runs).where(runs.c.id == run_id).values(status=status, exit_reason=reason, ended_at=now)
         )
-        result = self._session.execute(
-            update(steps)
-            .where(steps.c.run_id == run_id, steps.c.status.in_(PENDING))
-            .values(status="cancelled", reason=reason, updated_at=now)
-        )
-        return int(getattr(result, "rowcount", 0) or 0)
+        pending = [
+            dict(row)
+            for row in self._session.execute(
+                select(steps).where(steps.c.run_id == run_id, steps.c.status.in_(PENDING)).with_for_update()
+            ).mappings()
+        ]
+        if pending:
+            self._session.execute(
+                update(steps)
+                .where(steps.c.id.in_([step["id"] for step in pending]))
+                .values(status="cancelled", reason=reason, updated_at=now)
+            )
+        return pending
 
     def claim_due_step(self, now: datetime) -> dict[str, Any] | None:
         """Lock the next due step; other replicas skip it (FOR UPDATE SKIP LOCKED on PostgreSQL)."""

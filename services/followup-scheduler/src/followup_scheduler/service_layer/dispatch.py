@@ -26,7 +26,7 @@ from followup_scheduler.adapters.channels.base import (
 from followup_scheduler.adapters.rendering import Renderer, TemplateNotFound
 from followup_scheduler.domain.delivery import choose_route
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
-from retention_shared.events.catalogue import FollowupFailed, FollowupSent
+from retention_shared.events.catalogue import FollowupFailed, FollowupSent, FollowupSkipped
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +194,16 @@ class Dispatcher:
         now = uow.clock.now()
         uow.repo.update_step(step["id"], status=status, reason=(reason or "")[:500], updated_at=now, **extra)
         uow.repo.finish_run_if_done(step["run_id"], now)
+        if status == "skipped":
+            uow.publish(
+                "followup_skipped",
+                shop_id=step["shop_id"],
+                customer_id=step["customer_id"],
+                data=FollowupSkipped(
+                    run_id=step["run_id"],
+                    step_id=step["id"],
+                    playbook_key=step["playbook_key"],
+                    step_key=step["step_key"],
+                    reason=(reason or "")[:500],
+                ),
+            )

@@ -8,7 +8,7 @@ from typing import Any
 from followup_scheduler.domain.playbook import Playbook, due_time
 from followup_scheduler.service_layer.defaults import ensure_default_playbooks
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
-from retention_shared.events.catalogue import FollowupScheduled
+from retention_shared.events.catalogue import FollowupCancelled, FollowupScheduled
 from retention_shared.events.envelope import Envelope
 
 CONTACT_FIELDS = ("email", "phone", "line_user_id", "name", "locale", "timezone")
@@ -148,5 +148,18 @@ def _apply_exits(event: Envelope, uow: SchedulerUnitOfWork) -> None:
                 and playbook.business_key_of(event.id, event.data) != run["business_key"]
             ):
                 continue
-            uow.repo.end_run(run["id"], "exited", f"exit: {event.type}", now)
+            reason = f"exit: {event.type}"
+            for step in uow.repo.end_run(run["id"], "exited", reason, now):
+                uow.publish(
+                    "followup_cancelled",
+                    shop_id=event.shop_id,
+                    customer_id=event.customer_id,
+                    data=FollowupCancelled(
+                        run_id=run["id"],
+                        step_id=step["id"],
+                        playbook_key=step["playbook_key"],
+                        step_key=step["step_key"],
+                        reason=reason,
+                    ),
+                )
             break

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, func, select, tuple_, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,10 +28,10 @@ class StateRepository:
 
     def states_for(self, keys: Iterable[CustomerKey]) -> dict[CustomerKey, dict[str, Any]]:
         found: dict[CustomerKey, dict[str, Any]] = {}
-        for chunk in _chunks(sorted(set(keys))):
+        for shop_id, customer_ids in _by_shop(keys):
             rows = self._session.execute(
                 select(customer_state).where(
-                    tuple_(customer_state.c.shop_id, customer_state.c.customer_id).in_(chunk)
+                    customer_state.c.shop_id == shop_id, customer_state.c.customer_id.in_(customer_ids)
                 )
             ).mappings()
             found.update({(row["shop_id"], row["customer_id"]): dict(row) for row in rows})
@@ -39,18 +39,18 @@ class StateRepository:
 
     def orders_of(self, customers: Iterable[CustomerKey]) -> dict[OrderKey, dict[str, Any]]:
         found: dict[OrderKey, dict[str, Any]] = {}
-        for chunk in _chunks(sorted(set(customers))):
+        for shop_id, customer_ids in _by_shop(customers):
             rows = self._session.execute(
-                select(orders).where(tuple_(orders.c.shop_id, orders.c.customer_id).in_(chunk))
+                select(orders).where(orders.c.shop_id == shop_id, orders.c.customer_id.in_(customer_ids))
             ).mappings()
             found.update({(row["shop_id"], row["order_id"]): dict(row) for row in rows})
         return found
 
     def orders_by_id(self, keys: Iterable[OrderKey]) -> dict[OrderKey, dict[str, Any]]:
         found: dict[OrderKey, dict[str, Any]] = {}
-        for chunk in _chunks(sorted(set(keys))):
+        for shop_id, order_ids in _by_shop(keys):
             rows = self._session.execute(
-                select(orders).where(tuple_(orders.c.shop_id, orders.c.order_id).in_(chunk))
+                select(orders).where(orders.c.shop_id == shop_id, orders.c.order_id.in_(order_ids))
             ).mappings()
             found.update({(row["shop_id"], row["order_id"]): dict(row) for row in rows})
         return found
@@ -111,6 +111,17 @@ class StateRepository:
             statement = statement.on_conflict_do_nothing(index_elements=key)
         for chunk in _chunks(rows):
             self._session.execute(statement, chunk)
+
+
+def _by_shop(keys: Iterable[tuple[str, str]]) -> Iterable[tuple[str, list[str]]]:
+    """Group (shop, id) pairs by shop, in chunks: `shop = :s AND id IN (...)` plans in microseconds,
+    where a row-value IN over (shop, id) pairs becomes hundreds of OR'ed conditions to plan."""
+    grouped: dict[str, list[str]] = {}
+    for shop_id, item_id in sorted(set(keys)):
+        grouped.setdefault(shop_id, []).append(item_id)
+    for shop_id, ids in grouped.items():
+        for chunk in _chunks(ids):
+            yield shop_id, chunk
 
 
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Callable
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -26,13 +29,17 @@ from customer_api.entrypoints.api.schemas import (
     CustomerRead,
     CustomerSummary,
     CustomerWrite,
+    ErasureList,
+    ErasureReceipt,
     EventBatch,
     EventBatchResult,
     EventResultRead,
+    History,
+    HistoryEntry,
     ShopCreate,
     ShopCreated,
 )
-from customer_api.service_layer import customers, ingestion, keys, shops
+from customer_api.service_layer import customers, erasure, export, history, ingestion, keys, shops
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.problems import Problem
@@ -40,6 +47,8 @@ from retention_shared.tenancy import Principal
 from retention_shared.web import bearer_token, require_scope
 
 KeyId = Annotated[str, Path(pattern=ID_PATTERN)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=600, description="next_cursor of the previous page")]
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="The shop's own customer id (≤128 chars)")]
 
 
@@ -48,6 +57,7 @@ def build_router(
     uow_factory: Callable[[], CustomerApiUnitOfWork],
     authenticate: Callable[..., Principal],
     admin_token: str,
+    signing_secret: str,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1")
     can_write_events = require_scope(authenticate, "events:write")
@@ -122,6 +132,8 @@ def build_router(
             str | None, Query(max_length=400, description="next_cursor of the previous page")
         ] = None,
         updated_since: Annotated[AwareDatetime | None, Query(description="RFC 3339 with a timezone")] = None,
+        segment: Annotated[str | None, Query(max_length=64, description="e.g. champions, at_risk")] = None,
+        churn_risk: Annotated[Literal["low", "medium", "high"] | None, Query()] = None,
         principal: Principal = Depends(can_read_customers),
     ) -> CustomerPage:
         """Customers ordered by id, a page at a time.
@@ -139,6 +151,8 @@ def build_router(
             after=_decode_cursor(cursor) if cursor else None,
             updated_since=updated_since,
             attributes=attributes,
+            segment=segment,
+            churn_risk=churn_risk,
         )
         return CustomerPage(
             customers=[CustomerSummary.model_validate(row) for row in page],
@@ -216,6 +230,113 @@ def build_router(
         )
         return ApiKeyCreated(**row, api_key=key)
 
+    def history_page(customer_id: str, entries: list[dict[str, Any]], limit: int) -> History:
+        last = entries[-1] if len(entries) == limit else None
+        return History(
+            customer_id=customer_id,
+            entries=[HistoryEntry.model_validate(entry) for entry in entries],
+            next_cursor=_encode_cursor(f"{last['at'].isoformat()}|{last['id']}") if last else None,
+        )
+
+    @router.get("/customers/{customer_id}/purchases", response_model=History, tags=["history"])
+    def get_purchases(
+        customer_id: CustomerId,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        principal: Principal = Depends(can_read_customers),
+    ) -> History:
+        """The customer's purchases and refunds, newest first."""
+        entries = history.events_of(
+            uow=uow_factory(),
+            shop_id=principal.shop_id,
+            customer_id=customer_id,
+            types=history.PURCHASE_TYPES,
+            limit=limit,
+            after=_position(cursor),
+        )
+        return history_page(customer_id, entries, limit)
+
+    @router.get("/customers/{customer_id}/tickets", response_model=History, tags=["history"])
+    def get_tickets(
+        customer_id: CustomerId,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        principal: Principal = Depends(can_read_customers),
+    ) -> History:
+        """The customer's support tickets opened and resolved, newest first."""
+        entries = history.events_of(
+            uow=uow_factory(),
+            shop_id=principal.shop_id,
+            customer_id=customer_id,
+            types=history.TICKET_TYPES,
+            limit=limit,
+            after=_position(cursor),
+        )
+        return history_page(customer_id, entries, limit)
+
+    @router.get("/customers/{customer_id}/activity", response_model=History, tags=["history"])
+    def get_activity(
+        customer_id: CustomerId,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        principal: Principal = Depends(can_read_customers),
+    ) -> History:
+        """One timeline: purchases, tickets, logins, follow-ups sent and survey answers, newest first."""
+        entries = history.timeline(
+            uow=uow_factory(),
+            shop_id=principal.shop_id,
+            customer_id=customer_id,
+            limit=limit,
+            after=_position(cursor),
+        )
+        return history_page(customer_id, entries, limit)
+
+    @router.delete(
+        "/customers/{customer_id}",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=ErasureReceipt,
+        tags=["privacy"],
+    )
+    def erase_customer(
+        customer_id: CustomerId, principal: Principal = Depends(can_write_customers)
+    ) -> ErasureReceipt:
+        """Erase the customer here at once, and in every service within seconds; returns the receipt."""
+        receipt = erasure.erase_customer(
+            uow=uow_factory(), shop_id=principal.shop_id, customer_id=customer_id, secret=signing_secret
+        )
+        return ErasureReceipt.model_validate(receipt)
+
+    @router.get("/customers/{customer_id}/export", tags=["privacy"])
+    def export_customer(
+        customer_id: CustomerId, principal: Principal = Depends(can_read_customers)
+    ) -> JSONResponse:
+        """Everything held about the customer, as one JSON document (right of access)."""
+        document = export.export_customer(
+            uow=uow_factory(), shop_id=principal.shop_id, customer_id=customer_id
+        )
+        return JSONResponse(
+            jsonable_encoder(document),
+            headers={"Content-Disposition": f'attachment; filename="customer-{customer_id}.json"'},
+        )
+
+    @router.get("/erasures/{erasure_id}", response_model=ErasureReceipt, tags=["privacy"])
+    def get_erasure(erasure_id: KeyId, principal: Principal = Depends(can_read_customers)) -> ErasureReceipt:
+        """An erasure receipt: which services have confirmed, and what they removed (counts only)."""
+        return ErasureReceipt.model_validate(
+            erasure.read_receipt(uow=uow_factory(), shop_id=principal.shop_id, erasure_id=erasure_id)
+        )
+
+    @router.get("/erasures", response_model=ErasureList, tags=["privacy"])
+    def find_erasures(
+        customer_id: Annotated[str, Query(pattern=ID_PATTERN)],
+        principal: Principal = Depends(can_read_customers),
+    ) -> ErasureList:
+        """The receipts for a customer id, found by its digest (the id itself is not stored)."""
+        found = erasure.receipts_for(
+            uow=uow_factory(), shop_id=principal.shop_id, customer_id=customer_id, secret=signing_secret
+        )
+        return ErasureList(erasures=[ErasureReceipt.model_validate(r) for r in found])
+
     @router.get("/customers/{customer_id}", response_model=CustomerRead, tags=["customers"])
     def get_customer(
         customer_id: CustomerId, principal: Principal = Depends(can_read_customers)
@@ -261,6 +382,24 @@ def build_router(
 
 def _encode_cursor(customer_id: str) -> str:
     return base64.urlsafe_b64encode(customer_id.encode()).decode().rstrip("=")
+
+
+def _position(cursor: str | None) -> history.Position | None:
+    if cursor is None:
+        return None
+    at, separator, entry_id = _decode_cursor(cursor).partition("|")
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        moment = None
+    if not separator or moment is None or moment.tzinfo is None:
+        raise Problem(
+            400,
+            "Bad Request",
+            "The cursor is not one this API gave out",
+            errors=[{"field": "cursor", "message": "invalid"}],
+        )
+    return history.Position(at=moment, id=entry_id)
 
 
 def _decode_cursor(cursor: str) -> str:

@@ -148,13 +148,70 @@ class CustomerSummary(BaseModel):
     updated_at: datetime
 
 
+class InsightsRead(BaseModel):
+    """From the other services' events; each part says when it was last true (`*_as_of`)."""
+
+    segment: str | None
+    rfm: dict[str, int] | None
+    segment_as_of: datetime | None
+    churn_risk: str | None
+    probability_alive: float | None
+    churn_as_of: datetime | None
+    last_survey: dict[str, Any] | None
+    survey_as_of: datetime | None
+
+
+class UpcomingFollowup(BaseModel):
+    step_id: str
+    playbook: str
+    step: str
+    due_at: datetime | None
+    updated_at: datetime = Field(description="When the scheduler last reported on this step")
+
+
 class CustomerRead(CustomerSummary):
     consents: dict[str, ConsentRead]
+    insights: InsightsRead | None = Field(None, description="Null until the other services have reported")
+    next_followups: list[UpcomingFollowup] = Field(default_factory=list)
 
 
 class CustomerPage(BaseModel):
     customers: list[CustomerSummary]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+class HistoryEntry(BaseModel):
+    kind: str = Field(
+        description="purchase_made, refund_issued, login_recorded, ticket_opened, followup_sent, …"
+    )
+    at: datetime
+    id: str
+    data: dict[str, Any]
+
+
+class History(BaseModel):
+    customer_id: str
+    entries: list[HistoryEntry] = Field(description="Newest first")
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for older entries; null when there are none"
+    )
+
+
+class ErasureReceipt(BaseModel):
+    """Proof of an erasure, holding no personal data: counts per service, never the data."""
+
+    erasure_id: str
+    status: Literal["in_progress", "completed"]
+    subject_digest: str = Field(description="HMAC-SHA256 of the shop's customer id; not reversible")
+    requested_at: datetime
+    completed_at: datetime | None
+    services: dict[str, dict[str, Any] | None] = Field(
+        description="Each service's confirmation; null = pending"
+    )
+
+
+class ErasureList(BaseModel):
+    erasures: list[ErasureReceipt]
 
 
 class EventBatch(BaseModel):

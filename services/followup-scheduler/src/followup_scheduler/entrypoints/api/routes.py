@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
+from retention_shared.problems import not_found
 from retention_shared.tenancy import Principal
 from retention_shared.web import require_scope
 
@@ -46,6 +47,8 @@ def build_router(
         """The customer's follow-up steps: scheduled, sent, skipped (with the reason), failed or cancelled."""
         with uow_factory() as uow:
             rows = uow.repo.customer_steps(principal.shop_id, customer_id)
+            if not rows and uow.repo.contact(principal.shop_id, customer_id) is None:
+                raise not_found("customer")
         return FollowupList(
             customer_id=customer_id,
             followups=[
