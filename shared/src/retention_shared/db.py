@@ -72,6 +72,9 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(
             url,
+            # psycopg prepares a statement after 5 runs, and PostgreSQL may then keep a generic plan
+            # in which a bulk `IN (...)` list is compared row by row instead of hashed or indexed.
+            connect_args={"prepare_threshold": None},
             json_serializer=json_dumps,
             pool_size=pool_size,
             max_overflow=pool_size,

@@ -78,6 +78,9 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("processed_at", UTCDateTime(), nullable=False),
         PrimaryKeyConstraint("consumer_group", "shop_id", "event_id"),
     )
+    # The consumer asks "which of these event ids has this group seen?" for a whole poll at once;
+    # without an index led by (group, event id) that question scans the ever-growing inbox.
+    Index("ix_inbox_lookup", inbox.c.consumer_group, inbox.c.event_id)
     return MessagingTables(outbox=outbox, inbox=inbox)
 
 
