@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from customer_api.adapters import tables
 from customer_api.adapters.repository import insert_ignoring_duplicates
+from customer_api.domain.money import amount_problem, check_currency
 from customer_api.service_layer import loyalty
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.clock import ensure_utc
@@ -66,9 +67,32 @@ def validate_event(raw: Any) -> tuple[IncomingEvent | None, str | None]:
         validated = spec_for(event.type).model.model_validate(event.data)
     except ValidationError as exc:
         return None, _describe(exc, "data")
+    money_error = _money_problem(validated.model_dump())
+    if money_error is not None:
+        return None, money_error
     return event.model_copy(
         update={"data": validated.model_dump(mode="json", by_alias=True, exclude_none=True)}
     ), None
+
+
+def _money_problem(data: dict[str, Any]) -> str | None:
+    """The currency must be a real ISO 4217 code, and amounts must fit its precision."""
+    currency = data.get("currency")
+    if currency is None:
+        return None
+    try:
+        check_currency(currency)
+    except ValueError as exc:
+        return f"data.currency: {exc}"
+    amounts = [("data.amount", data.get("amount"))] + [
+        (f"data.items.{index}.unit_price", item.get("unit_price"))
+        for index, item in enumerate(data.get("items", []))
+    ]
+    for field, amount in amounts:
+        problem = amount_problem(amount, currency) if amount is not None else None
+        if problem is not None:
+            return f"{field}: {problem}"
+    return None
 
 
 def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[Any]) -> list[EventResult]:

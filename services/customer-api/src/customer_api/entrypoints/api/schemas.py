@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from customer_api.domain.contact import LOCALE_PATTERN, check_timezone, normalise_email, normalise_phone
+from customer_api.domain.money import check_currency
 
 ConsentChannel = Literal["email", "sms", "line", "phone"]
 Scope = Literal["events:write", "customers:read", "customers:write", "admin"]
@@ -22,6 +23,7 @@ class ShopCreate(BaseModel):
     locale: str = Field("ja", pattern=LOCALE_PATTERN)
 
     _tz = field_validator("timezone")(check_timezone)
+    _currency = field_validator("currency")(check_currency)
 
 
 class ShopCreated(BaseModel):
