@@ -340,3 +340,19 @@ def test_the_routes_are_documented(api: Api) -> None:
         "/v1/customers/{customer_id}/loyalty/redemptions",
         "/v1/loyalty/settings",
     } <= set(paths)
+
+
+class TestCustomerListByTier:
+    def test_the_customer_list_filters_by_loyalty_tier(self, api: Api, shop: dict[str, Any]) -> None:
+        for customer in ("c1", "c2"):
+            api.client.put(f"/v1/customers/{customer}", json={}, headers=auth(shop))
+        api.buy(shop, "c1", "62000", "o-1")
+        api.buy(shop, "c2", "1000", "o-2")
+
+        def tier(name: str) -> list[str]:
+            page = api.client.get("/v1/customers", params={"tier": name}, headers=auth(shop)).json()
+            return [c["customer_id"] for c in page["customers"]]
+
+        assert tier("silver") == ["c1"]
+        assert tier("bronze") == ["c2"]
+        assert tier("platinum") == []

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from customer_api.adapters import tables
+from customer_api.adapters import loyalty_tables, tables
 
 
 def insert_ignoring_duplicates(
@@ -59,8 +59,16 @@ class CustomerRepository:
         attributes: dict[str, str],
         segment: str | None = None,
         churn_risk: str | None = None,
+        tier: str | None = None,
     ) -> list[dict[str, Any]]:
         query = select(tables.customers).where(tables.customers.c.shop_id == shop_id)
+        if tier is not None:
+            accounts = loyalty_tables.loyalty_accounts
+            query = query.join(
+                accounts,
+                (accounts.c.shop_id == tables.customers.c.shop_id)
+                & (accounts.c.customer_id == tables.customers.c.customer_id),
+            ).where(accounts.c.tier == tier)
         if segment is not None or churn_risk is not None:
             insights = tables.customer_insights
             query = query.join(

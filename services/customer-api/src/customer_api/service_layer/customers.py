@@ -133,6 +133,7 @@ def list_customers(
     attributes: dict[str, str] | None = None,
     segment: str | None = None,
     churn_risk: str | None = None,
+    tier: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of customers ordered by id, and the id to continue after (None on the last page)."""
     with uow:
@@ -144,6 +145,7 @@ def list_customers(
             attributes=attributes or {},
             segment=segment,
             churn_risk=churn_risk,
+            tier=tier,
         )
     page = rows[:limit]
     for row in page:

@@ -134,6 +134,7 @@ def build_router(
         updated_since: Annotated[AwareDatetime | None, Query(description="RFC 3339 with a timezone")] = None,
         segment: Annotated[str | None, Query(max_length=64, description="e.g. champions, at_risk")] = None,
         churn_risk: Annotated[Literal["low", "medium", "high"] | None, Query()] = None,
+        tier: Annotated[str | None, Query(max_length=32, description="loyalty tier, e.g. gold")] = None,
         principal: Principal = Depends(can_read_customers),
     ) -> CustomerPage:
         """Customers ordered by id, a page at a time.
@@ -153,6 +154,7 @@ def build_router(
             attributes=attributes,
             segment=segment,
             churn_risk=churn_risk,
+            tier=tier,
         )
         return CustomerPage(
             customers=[CustomerSummary.model_validate(row) for row in page],
