@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retention_shared.logs import correlation_id, new_correlation_id
@@ -33,6 +34,45 @@ class ServiceApi:
     name: str
     routers: list[APIRouter]
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the failing field, e.g. body.events.3.data.amount")
+    message: str
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def _problem_content(description: str) -> dict[str, Any]:
+    schema = ProblemDocument.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    schema["properties"]["errors"] = {
+        "anyOf": [{"type": "array", "items": FieldError.model_json_schema()}, {"type": "null"}]
+    }
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": schema}}}
+
+
+# Every route documents the errors it can answer, as application/problem+json.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem_content("Bad request, e.g. an invalid cursor"),
+    401: _problem_content("Missing or unknown API key"),
+    403: _problem_content("The key lacks the scope"),
+    404: _problem_content("Not found, or another shop's"),
+    409: _problem_content("Conflicts with the current state"),
+    413: _problem_content("Body too large"),
+    415: _problem_content("Unsupported content type"),
+    422: _problem_content("Validation failed; `errors` names each field"),
+    429: _problem_content("Over the key's rate limit; see Retry-After"),
+}
 
 
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
@@ -116,7 +156,7 @@ def create_app(title: str, service: str, apis: list[ServiceApi], *, version: str
     install_observability(app, service)
     for api in apis:
         for router in api.routers:
-            app.include_router(router)
+            app.include_router(router, responses=PROBLEM_RESPONSES)
     checks = {f"{api.name}:{name}": check for api in apis for name, check in api.readiness.items()}
     app.include_router(health_router(checks))
     return app

@@ -67,6 +67,9 @@ class KafkaSubscriber:
             # default) bounds how long a killed consumer stalls its share of the work.
             session_timeout_ms=10000,
             heartbeat_interval_ms=3000,
+            # A group that formed before the broker had metadata for new topics assigns nothing;
+            # refreshing every 5 s (not 5 min) notices the partitions and rebalances promptly.
+            metadata_max_age_ms=5000,
         )
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:

@@ -86,7 +86,12 @@ def build_router(
         )
         return ShopCreated(id=shop_id, api_key=key.key, api_key_prefix=key.prefix, scopes=list(key.scopes))
 
-    @router.put("/customers/{customer_id}", response_model=CustomerRead, tags=["customers"])
+    @router.put(
+        "/customers/{customer_id}",
+        response_model=CustomerRead,
+        tags=["customers"],
+        responses={201: {"model": CustomerRead, "description": "Created"}},
+    )
     def put_customer(
         customer_id: CustomerId,
         body: CustomerWrite,
