@@ -3,60 +3,25 @@ some events are there already, resuming, and two imports of one file at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import sessionmaker
 
 from customer_api.adapters import bulk, tables
 from customer_api.domain.history_import import ColumnMapping
-from customer_api.service_layer import shops
 from customer_api.service_layer.history_import import FileSource, ImportProgress, ImportSummary, import_file
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
-from retention_shared.clock import SystemClock
-from retention_shared.db import create_db_engine
 from retention_shared.events.envelope import decode_envelope
-from retention_shared.migrate import upgrade
-from retention_shared.runtime import service_named
 
 pytestmark = pytest.mark.integration
 
 ORDERS = 3000
 UowFactory = Callable[[], CustomerApiUnitOfWork]
-
-
-@pytest.fixture
-def engine(database_factory: Callable[[], str]) -> Iterator[Engine]:
-    url = database_factory()
-    upgrade(service_named("customer-api"), url)
-    engine = create_db_engine(url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow_factory(engine: Engine) -> UowFactory:
-    return partial(
-        CustomerApiUnitOfWork,
-        sessionmaker(engine, expire_on_commit=False),
-        tables=tables.messaging,
-        clock=SystemClock(),
-        source="customer-api",
-    )
-
-
-@pytest.fixture
-def shop_id(uow_factory: UowFactory) -> str:
-    created, _key = shops.register_shop(
-        uow=uow_factory(), name="Kissa", timezone="Asia/Tokyo", currency="JPY", locale="ja"
-    )
-    return created
 
 
 @pytest.fixture

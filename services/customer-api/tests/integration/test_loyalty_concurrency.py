@@ -4,7 +4,7 @@ under concurrent redemptions and refunds, and the bulk statements (arrays, COPY)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,13 +17,10 @@ from sqlalchemy.orm import sessionmaker
 
 from customer_api.adapters import tables
 from customer_api.adapters.loyalty_tables import loyalty_ledger, loyalty_orders, loyalty_redemptions
-from customer_api.service_layer import loyalty, shops
+from customer_api.service_layer import loyalty
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
-from retention_shared.clock import ManualClock, SystemClock
-from retention_shared.db import create_db_engine
-from retention_shared.migrate import upgrade
+from retention_shared.clock import ManualClock
 from retention_shared.problems import Problem
-from retention_shared.runtime import service_named
 
 pytestmark = pytest.mark.integration
 
@@ -38,34 +35,6 @@ class Activity:
     customer_id: str
     occurred_at: datetime
     data: dict[str, Any]
-
-
-@pytest.fixture
-def engine(database_factory: Callable[[], str]) -> Iterator[Engine]:
-    url = database_factory()
-    upgrade(service_named("customer-api"), url)
-    engine = create_db_engine(url, pool_size=THREADS + 2)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow_factory(engine: Engine) -> UowFactory:
-    return partial(
-        CustomerApiUnitOfWork,
-        sessionmaker(engine, expire_on_commit=False),
-        tables=tables.messaging,
-        clock=SystemClock(),
-        source="customer-api",
-    )
-
-
-@pytest.fixture
-def shop_id(uow_factory: UowFactory) -> str:
-    shop_id, _ = shops.register_shop(
-        uow=uow_factory(), name="Kissa", timezone="Asia/Tokyo", currency="JPY", locale="ja"
-    )
-    return shop_id
 
 
 def ingest(uow_factory: UowFactory, shop_id: str, *events: tuple[str, str, str]) -> None:

@@ -55,8 +55,8 @@ class KafkaSubscriber:
     """A group consumer that never auto-commits: offsets move only after the batch's DB commit."""
 
     def __init__(self, bootstrap: str, *, group_id: str, topics: Iterable[str], client_id: str) -> None:
+        topics = list(topics)
         self._consumer = KafkaConsumer(
-            *list(topics),
             bootstrap_servers=_servers(bootstrap),
             group_id=group_id,
             client_id=client_id,
@@ -71,6 +71,12 @@ class KafkaSubscriber:
             # refreshing every 5 s (not 5 min) notices the partitions and rebalances promptly.
             metadata_max_age_ms=5000,
         )
+        # Learn the topics' partitions before joining the group: a leader that assigns while its
+        # metadata is still empty hands out nothing, and the group may then sit idle for minutes.
+        missing = [topic for topic in topics if not self._consumer.partitions_for_topic(topic)]
+        if missing:
+            log.warning("topics not found (run `retention topics ensure`): %s", ", ".join(missing))
+        self._consumer.subscribe(topics)
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)

@@ -245,41 +245,37 @@ def build_router(
             next_cursor=_encode_cursor(f"{last['at'].isoformat()}|{last['id']}") if last else None,
         )
 
-    @router.get("/customers/{customer_id}/purchases", response_model=History, tags=["history"])
-    def get_purchases(
-        customer_id: CustomerId,
-        limit: Limit = 50,
-        cursor: Cursor = None,
-        principal: Principal = Depends(can_read_customers),
-    ) -> History:
-        """The customer's purchases and refunds, newest first."""
-        entries = history.events_of(
-            uow=uow_factory(),
-            shop_id=principal.shop_id,
-            customer_id=customer_id,
-            types=history.PURCHASE_TYPES,
-            limit=limit,
-            after=_position(cursor),
-        )
-        return history_page(customer_id, entries, limit)
+    def events_route(path: str, types: tuple[str, ...], summary: str) -> None:
+        def get_events(
+            customer_id: CustomerId,
+            limit: Limit = 50,
+            cursor: Cursor = None,
+            principal: Principal = Depends(can_read_customers),
+        ) -> History:
+            entries = history.events_of(
+                uow=uow_factory(),
+                shop_id=principal.shop_id,
+                customer_id=customer_id,
+                types=types,
+                limit=limit,
+                after=_position(cursor),
+            )
+            return history_page(customer_id, entries, limit)
 
-    @router.get("/customers/{customer_id}/tickets", response_model=History, tags=["history"])
-    def get_tickets(
-        customer_id: CustomerId,
-        limit: Limit = 50,
-        cursor: Cursor = None,
-        principal: Principal = Depends(can_read_customers),
-    ) -> History:
-        """The customer's support tickets opened and resolved, newest first."""
-        entries = history.events_of(
-            uow=uow_factory(),
-            shop_id=principal.shop_id,
-            customer_id=customer_id,
-            types=history.TICKET_TYPES,
-            limit=limit,
-            after=_position(cursor),
+        router.add_api_route(
+            f"/customers/{{customer_id}}/{path}",
+            get_events,
+            methods=["GET"],
+            response_model=History,
+            tags=["history"],
+            summary=summary,
+            name=f"get_{path}",
         )
-        return history_page(customer_id, entries, limit)
+
+    events_route("purchases", history.PURCHASE_TYPES, "The customer's purchases and refunds, newest first")
+    events_route(
+        "tickets", history.TICKET_TYPES, "The customer's support tickets opened and resolved, newest first"
+    )
 
     @router.get("/customers/{customer_id}/activity", response_model=History, tags=["history"])
     def get_activity(
