@@ -8,12 +8,36 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
 
 from retention_shared.messaging.consumer import ConsumerRunner
 from retention_shared.messaging.outbox import OutboxRelay
 from retention_shared.runtime import PlatformContext, ServiceRuntime
 
 log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 3600
+# Published outbox rows are kept a week for inspection. The inbox remembers event ids for 30 days,
+# the window in which a redelivered or re-sent event is recognised as a duplicate.
+OUTBOX_KEEP = timedelta(days=7)
+INBOX_KEEP = timedelta(days=30)
+
+
+def housekeeping(runtime: ServiceRuntime, relay: OutboxRelay) -> tuple[int, int]:
+    """Purge published outbox rows and old inbox entries, so neither table grows without bound."""
+    purged_outbox = relay.purge_published(OUTBOX_KEEP)
+    with runtime.uow_factory() as uow:
+        purged_inbox = uow.inbox.purge_older_than(INBOX_KEEP)
+        uow.commit()
+    if purged_outbox or purged_inbox:
+        log.info(
+            "housekeeping of %s: %d outbox rows, %d inbox rows purged",
+            runtime.name,
+            purged_outbox,
+            purged_inbox,
+        )
+    return purged_outbox, purged_inbox
 
 
 @dataclass
@@ -52,6 +76,10 @@ class Workers:
                 )
                 self.relays.append(relay)
                 self._spawn(f"{runtime.name}-relay", self._relay_loop(runtime, relay))
+                self._spawn(
+                    f"{runtime.name}-housekeeping",
+                    self._periodic(partial(housekeeping, runtime, relay), HOUSEKEEPING_INTERVAL_S),
+                )
             if self.consume and (runtime.handlers or runtime.batch_handler):
                 consumer = ConsumerRunner(
                     service=runtime.name,

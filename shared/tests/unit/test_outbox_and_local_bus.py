@@ -119,3 +119,43 @@ class TestEmbeddedBus:
         publisher = LocalPublisher(log)
         publisher.send("t", "k", b"pending")
         assert LocalSubscriber(log, group_id="g", topics=["t"]).poll(10, 10) == []
+
+
+class TestHousekeeping:
+    def test_old_published_outbox_rows_and_old_inbox_entries_are_purged_and_nothing_else(
+        self, uow_factory: Any, sqlite_engine: Engine, manual_clock: ManualClock
+    ) -> None:
+        from datetime import timedelta
+
+        from retention_shared.runner import housekeeping
+        from retention_shared.runtime import ServiceRuntime
+        from retention_shared.web import ServiceApi
+
+        runtime = ServiceRuntime(
+            name="test",
+            engine=sqlite_engine,
+            tables=messaging,
+            api=ServiceApi("test", []),
+            uow_factory=uow_factory,
+        )
+        outbox_relay = relay(sqlite_engine, FakePublisher(), manual_clock)
+        publish_login_dropped(uow_factory, commit=True)
+        outbox_relay.relay_once()
+        with uow_factory() as uow:
+            uow.inbox.record("group", "shop_1", "old-event")
+            uow.commit()
+
+        manual_clock.advance(timedelta(days=8))
+        publish_login_dropped(uow_factory, commit=True)  # unpublished: must survive any age
+        with uow_factory() as uow:
+            uow.inbox.record("group", "shop_1", "recent-event")
+            uow.commit()
+        assert housekeeping(runtime, outbox_relay) == (1, 0)  # the week-old published row goes
+
+        manual_clock.advance(timedelta(days=25))  # old-event is now 33 days old, recent-event 25
+        assert housekeeping(runtime, outbox_relay) == (0, 1)
+        with uow_factory() as uow:
+            assert uow.inbox.seen_many("group", [("shop_1", "old-event"), ("shop_1", "recent-event")]) == {
+                ("shop_1", "recent-event")
+            }
+        assert outbox_relay.backlog() == 1

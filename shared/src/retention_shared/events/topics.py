@@ -26,7 +26,3 @@ FOLLOWUP = Topic("retention.followup.v1", "Follow-ups scheduled, sent and failed
 SURVEY = Topic("retention.survey.v1", "Survey answers")
 
 ALL_TOPICS: tuple[Topic, ...] = (TENANCY, CUSTOMER, ACTIVITY, INSIGHT, FOLLOWUP, SURVEY)
-
-
-def dead_letter_suffix() -> str:
-    return ".dlq"

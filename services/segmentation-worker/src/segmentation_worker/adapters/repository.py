@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -76,23 +76,6 @@ class StateRepository:
             ).one()
             averages[shop_id] = Decimal(row.net_spend) / row.buyers if row.buyers else ZERO
         return averages
-
-    def shop_average(self, shop_id: str) -> Decimal:
-        row = (
-            self._session.execute(select(shop_stats).where(shop_stats.c.shop_id == shop_id))
-            .mappings()
-            .first()
-        )
-        if row is None or not row["buyers"]:
-            return ZERO
-        return Decimal(row["net_spend"]) / row["buyers"]
-
-    def count(self, shop_id: str) -> int:
-        return int(
-            self._session.execute(
-                select(func.count()).select_from(customer_state).where(customer_state.c.shop_id == shop_id)
-            ).scalar_one()
-        )
 
     def _upsert(
         self, table: Table, rows: list[dict[str, Any]], key: list[str], *, update: bool = True
