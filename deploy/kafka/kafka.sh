@@ -276,6 +276,9 @@ cmd_start() {
     ensure_formatted
 
     say "starting broker on $HOST:$PORT (controller $HOST:$CONTROLLER_PORT)"
+    # A pid file left by a broker that died with its machine would otherwise
+    # be read back below as the new broker's pid.
+    rm -f "$PID_FILE" "$PORT_FILE"
     # setsid: own session, so the broker outlives the calling make/CI step
     # and ignores its terminal's signals. 9>&- keeps the lock out of the JVM.
     # The inner bash records its own pid, then execs java (same pid).

@@ -207,6 +207,9 @@ BEGIN
     END IF;
 END
 \$\$;
+-- Test teardown drops databases WITH (FORCE); this lets the role end sessions
+-- that are not its own (but never a superuser's).
+GRANT pg_signal_backend TO $ROLE;
 SELECT format('CREATE DATABASE %I OWNER $ROLE', d)
   FROM unnest(ARRAY[$db_list]) AS d
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -204,13 +205,38 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+OPERATOR_SHOP_HEADER = "X-Retention-Shop"
+OPERATOR_KEY_ID = "operator"
+
+
 def principal_dependency(
-    directory_of: Callable[[Request], KeyDirectory], limiter: KeyRateLimiter | None = None
+    directory_of: Callable[[Request], KeyDirectory],
+    limiter: KeyRateLimiter | None = None,
+    *,
+    operator_token: str | None = None,
 ) -> Callable[..., Principal]:
-    """A FastAPI dependency that authenticates the shop's API key and applies its rate limit."""
+    """A FastAPI dependency that authenticates the shop's API key and applies its rate limit.
+
+    With `operator_token`, the platform operator (and the platform's own services, such as the
+    scheduler inviting to a survey or the console acting for its signed-in user) may act for one
+    shop by sending that token with an `X-Retention-Shop` header. The header is the only way the
+    operator's requests get a shop, so they stay confined to it like any shop key.
+    """
 
     def authenticate(request: Request) -> Principal:
         token = _bearer(request)
+        if operator_token is not None and secrets.compare_digest(token.encode(), operator_token.encode()):
+            shop_id = request.headers.get(OPERATOR_SHOP_HEADER, "").strip()
+            if not shop_id:
+                raise Problem(
+                    400,
+                    "Bad Request",
+                    "The operator token acts for one shop: "
+                    f"send its id in the '{OPERATOR_SHOP_HEADER}' header",
+                )
+            principal = Principal(shop_id, OPERATOR_KEY_ID, frozenset({"admin"}))
+            request.state.principal = principal
+            return principal
         principal = directory_of(request).lookup(hash_api_key(token))
         if principal is None:
             raise Problem(

@@ -35,13 +35,21 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     directory = CachedKeyDirectory(engine, tables.api_keys)
     router = build_router(
         uow_factory=uow_factory,
-        authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
+        authenticate=principal_dependency(
+            lambda _request: directory,
+            platform.rate_limiter,
+            operator_token=platform.settings.admin_token.get_secret_value(),
+        ),
         admin_token=platform.settings.admin_token.get_secret_value(),
         signing_secret=platform.settings.signing_secret.get_secret_value(),
     )
     loyalty_router = build_loyalty_router(
         uow_factory=uow_factory,
-        authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
+        authenticate=principal_dependency(
+            lambda _request: directory,
+            platform.rate_limiter,
+            operator_token=platform.settings.admin_token.get_secret_value(),
+        ),
     )
     runtime = ServiceRuntime(
         name=NAME,
@@ -62,7 +70,11 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     runtime.api.routers.append(
         build_import_router(
             uow_factory=uow_factory,
-            authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
+            authenticate=principal_dependency(
+                lambda _request: directory,
+                platform.rate_limiter,
+                operator_token=platform.settings.admin_token.get_secret_value(),
+            ),
         )
     )
     return runtime

@@ -48,7 +48,11 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
     router = build_router(
         uow_factory=uow_factory,
-        authenticate=principal_dependency(lambda _request: directory, platform.rate_limiter),
+        authenticate=principal_dependency(
+            lambda _request: directory,
+            platform.rate_limiter,
+            operator_token=platform.settings.admin_token.get_secret_value(),
+        ),
     )
     dispatcher = Dispatcher(
         uow_factory=uow_factory,

@@ -155,6 +155,18 @@ def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int, repl
         admin.close()
 
 
+def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    """Delete the topics that exist among `names` (for throwaway test namespaces)."""
+    admin = KafkaAdminClient(bootstrap_servers=_servers(bootstrap), client_id="retention-admin")
+    try:
+        existing = set(admin.list_topics())
+        doomed = [name for name in names if name in existing]
+        if doomed:
+            admin.delete_topics(doomed)
+    finally:
+        admin.close()
+
+
 def broker_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
     try:
         admin = KafkaAdminClient(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -65,12 +66,21 @@ def kafka() -> str:
 
 
 @pytest.fixture
-def topic_namespace(kafka: str) -> str:
-    """A namespace of fresh topics (all of the catalogue's, and their dead-letter topics)."""
+def topic_namespace(kafka: str) -> Iterator[str]:
+    """A namespace of fresh topics (all of the catalogue's, and their dead-letter topics).
+
+    The topics are deleted afterwards so that a long-lived local broker does not
+    pile up thousands of partitions (which slows its every restart).
+    """
     from retention_shared.events.topics import ALL_TOPICS
-    from retention_shared.messaging.kafka import ensure_topics
+    from retention_shared.messaging.kafka import delete_topics, ensure_topics
 
     namespace = f"t{secrets.token_hex(4)}"
     names = [topic.qualified(namespace) for topic in ALL_TOPICS]
-    ensure_topics(kafka, names + [f"{name}.dlq" for name in names], partitions=3, replication=1)
-    return namespace
+    names += [f"{name}.dlq" for name in names]
+    ensure_topics(kafka, names, partitions=3, replication=1)
+    yield namespace
+    try:
+        delete_topics(kafka, names)
+    except Exception as error:  # cleanup only: never fail the test over it
+        warnings.warn(f"topics of namespace {namespace} left behind: {error}", stacklevel=1)
