@@ -12,7 +12,7 @@ from customer_api.adapters import tables
 from customer_api.entrypoints.api.imports import build_import_router
 from customer_api.entrypoints.api.loyalty import build_loyalty_router
 from customer_api.entrypoints.api.routes import build_router
-from customer_api.service_layer import erasure, loyalty, read_model
+from customer_api.service_layer import activity, erasure, loyalty, read_model
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events import topics
 from retention_shared.runtime import PeriodicJob, PlatformContext, ServiceRuntime
@@ -57,8 +57,10 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         tables=tables.messaging,
         api=ServiceApi(NAME, [router, loyalty_router]),
         uow_factory=uow_factory,
-        topics=[topics.CUSTOMER, topics.INSIGHT, topics.FOLLOWUP, topics.SURVEY],
+        topics=[topics.CUSTOMER, topics.ACTIVITY, topics.INSIGHT, topics.FOLLOWUP, topics.SURVEY],
         handlers={**read_model.HANDLERS, "erasure_completed": erasure.erasure_completed},
+        batch_handler=activity.apply_batch,
+        batch_types=activity.BATCH_TYPES,
         jobs=[
             PeriodicJob(
                 "loyalty-maintenance", 3600, partial(loyalty.run_maintenance, uow_factory=uow_factory)

@@ -428,7 +428,7 @@ class TestCatalogueShape:
             expected = build_envelope(
                 id=event.id,
                 type=event.type,
-                source="customer-api",
+                source="customer-api/import",
                 shop_id="shop_1",
                 customer_id=event.customer_id,
                 data=event.data,

@@ -87,7 +87,7 @@ class TestImport:
             "import:ORD-0",
             shop["id"],
             "c0",
-            "customer-api",
+            "customer-api/import",
         )
         assert first.time == datetime(2023, 12, 31, 15, 0, tzinfo=UTC)  # midnight in Asia/Tokyo
         assert first.data == {

@@ -44,7 +44,9 @@ from retention_shared.events.catalogue import spec_for
 from retention_shared.events.envelope import SPEC_VERSION, partition_key
 
 DEFAULT_CHUNK_SIZE = 5000
-SOURCE = "customer-api"
+# Imported history feeds the history and segmentation but earns no loyalty points: the
+# activity consumer tells these events apart by their source.
+SOURCE = "customer-api/import"
 
 UowFactory = Callable[[], CustomerApiUnitOfWork]
 

@@ -11,7 +11,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from customer_api.adapters import tables
 from customer_api.adapters.repository import insert_ignoring_duplicates
 from customer_api.domain.money import amount_problem, check_currency
-from customer_api.service_layer import loyalty
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.clock import ensure_utc
 from retention_shared.db import json_dumps
@@ -143,8 +142,6 @@ def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[
                 )
             )
             results[index] = EventResult(event_id, "accepted")
-        accepted = [event for event_id, (_, event) in candidates.items() if event_id in inserted]
-        loyalty.apply_loyalty_for_events(uow=uow, shop_id=shop_id, events=accepted)
         uow.commit()
     return [result for result in results if result is not None]
 

@@ -1,8 +1,9 @@
 """The loyalty programme: points from purchases, clawback on refunds, redemptions, tiers and expiry.
 
-- `apply_loyalty_for_events` runs inside the ingestion transaction. Its queries do not grow with the
-  batch: the shop's rules, the members' accounts (upserted and row-locked in one statement), the
-  orders, the rolling spend and, when a refund needs them, the open lots; then bulk writes.
+- `apply_loyalty_for_events` runs inside the activity consumer's transaction (see `activity.py`),
+  for events from REST ingestion and from Kafka alike. Its queries do not grow with the batch:
+  the shop's rules, the members' accounts (upserted and row-locked in one statement), the orders,
+  the rolling spend and, when a refund needs them, the open lots; then bulk writes.
 - Every change to a member's points or tier holds the row lock of their `loyalty_accounts` row
   (`SELECT … FOR UPDATE` on PostgreSQL; SQLite's write lock serialises everything), always taken in
   customer id order, so concurrent redemptions serialise and the balance never goes negative.
@@ -48,7 +49,7 @@ EXPIRING_SOON_DAYS = 30
 
 
 class ActivityEvent(Protocol):
-    """What ingestion hands over: an accepted, validated event."""
+    """An activity event as the loyalty programme reads it (see `activity.py`)."""
 
     @property
     def id(self) -> str: ...

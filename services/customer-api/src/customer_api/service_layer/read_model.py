@@ -6,6 +6,7 @@ overwrites a newer one, so redelivered or late events cannot turn the view back 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +95,59 @@ def followup_changed(event: Envelope, uow: CustomerApiUnitOfWork) -> None:
             update(table)
             .where(table.c.shop_id == event.shop_id, table.c.step_id == values["step_id"])
             .values(**values)
+        )
+
+
+# Per event type: the as-of column and how an event becomes the columns it sets.
+_INSIGHT_COLUMNS: dict[str, tuple[str, Callable[[Envelope], dict[str, Any]]]] = {
+    "segment_changed": (
+        "segment_as_of",
+        lambda event: {"segment": event.data["to"], "rfm": event.data.get("rfm")},
+    ),
+    "churn_risk_changed": (
+        "churn_as_of",
+        lambda event: {
+            "churn_risk": event.data["to"],
+            "probability_alive": event.data.get("probability_alive"),
+        },
+    ),
+}
+INSIGHT_TYPES = frozenset(_INSIGHT_COLUMNS)
+
+
+def apply_insights(events: Sequence[Envelope], uow: CustomerApiUnitOfWork) -> None:
+    """Segment and churn changes of a whole batch in one upsert per event type.
+
+    The segmentation worker re-scores a shop at once, so these come in thousands. Within the batch
+    only each customer's newest event counts; against the table, the `*_as_of` guard in the
+    upsert's WHERE keeps an older event from overwriting a newer one, as in `_set_insight`.
+    """
+    table = tables.customer_insights
+    insert_fn = postgresql.insert if uow.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    for event_type, (as_of_column, columns_of) in _INSIGHT_COLUMNS.items():
+        newest: dict[tuple[str, str], Envelope] = {}
+        for event in events:
+            if event.type != event_type:
+                continue
+            key = (event.shop_id, _customer(event))
+            if key not in newest or newest[key].time <= event.time:
+                newest[key] = event
+        if not newest:
+            continue
+        rows = [
+            {"shop_id": shop_id, "customer_id": customer_id, **columns_of(event), as_of_column: event.time}
+            for (shop_id, customer_id), event in newest.items()
+        ]
+        statement = insert_fn(table)
+        updated = [name for name in rows[0] if name not in ("shop_id", "customer_id")]
+        uow.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.shop_id, table.c.customer_id],
+                set_={name: statement.excluded[name] for name in updated},
+                where=(table.c[as_of_column].is_(None))
+                | (table.c[as_of_column] <= statement.excluded[as_of_column]),
+            ),
+            rows,
         )
 
 
