@@ -1138,3 +1138,46 @@ def test_manifest_env_vars_are_platform_settings(compose, k8s_docs):
     fields = {f"RETENTION_{name.upper()}" for name in config.PlatformSettings.model_fields}
     assert fields >= KNOWN_ENV
     assert _manifest_env_names(compose, k8s_docs) <= fields
+
+
+# ---------------------------------------------------------------------------
+# The gateway against the services' real routes
+# ---------------------------------------------------------------------------
+
+# Routes that no OpenAPI document lists (HTML pages and signed links), by package.
+UNDOCUMENTED_ROUTES = {
+    "survey-service": ["/s/sample-token"],
+    "followup-scheduler": ["/u/sample-token"],
+    "customer-api": ["/console", "/console/customers/c-1"],
+}
+
+
+def _service_paths(package: str, data_dir: Path) -> list[str]:
+    """Every path in the service's OpenAPI document, with sample values for its parameters."""
+    from retention_shared.config import Mode, PlatformSettings
+    from retention_shared.platform import app_with_workers, assemble
+    from retention_shared.runtime import service_named
+
+    settings = PlatformSettings(mode=Mode.EMBEDDED, data_dir=data_dir, topic_namespace="")
+    assembly = assemble([service_named(package)], settings, migrate=True)
+    try:
+        app = app_with_workers(assembly, package, package, run_workers=False)
+        templates = list(app.openapi()["paths"])
+    finally:
+        assembly.dispose()
+    platform_paths = {"/healthz", "/readyz", "/metrics"}
+    return [re.sub(r"\{[^}]+\}", "sample-1", path) for path in templates if path not in platform_paths]
+
+
+@pytest.mark.parametrize("package", [p.name for p in PACKAGES])
+def test_nginx_routes_every_documented_path_to_the_service_that_serves_it(nginx_text, package, tmp_path):
+    locations = nginx_locations(nginx_text)
+    wanted = by_api(package).api
+    paths = _service_paths(package, tmp_path) + UNDOCUMENTED_ROUTES.get(package, [])
+    misrouted = []
+    for path in paths:
+        location = nginx_route(locations, path)
+        got = location.upstream if location else None
+        if got != wanted:
+            misrouted.append(f"{path}: routed to {got}, expected {wanted}")
+    assert misrouted == []
