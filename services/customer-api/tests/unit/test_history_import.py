@@ -436,9 +436,7 @@ class TestCatalogueShape:
                 correlation_id=correlation,
             ).model_dump_json()
 
-            written = envelope_json(
-                event, _encode_json(event.data), _encode_json("shop_1"), _encode_json(correlation)
-            )
+            written = envelope_json(event, _encode_json("shop_1"), _encode_json(correlation))
 
             assert written == expected
             assert decode_envelope(written).data == event.data

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from customer_api.adapters import tables
+from retention_shared.events.envelope import SPEC_VERSION
 from retention_shared.messaging.outbox import OutboxWriter
 
 EVENT_COLUMNS = "shop_id, event_id, type, customer_id, occurred_at, received_at, payload"
@@ -44,6 +46,43 @@ class SerializedEvent:
     occurred_text: str  # the same in RFC 3339, as the envelope has it
     payload: str  # the data, as ingested_events.payload
     envelope: str  # the envelope, as the outbox's payload
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON, as pydantic writes it in an envelope (and several times faster than json)."""
+    return to_json(value).decode()
+
+
+def rfc3339(moment: datetime) -> str:
+    """As pydantic writes an aware datetime: UTC as Z."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def serialize_event(
+    *,
+    event_id: str,
+    event_type: str,
+    customer_id: str,
+    occurred_at: datetime,
+    data: dict[str, Any],
+    source: str,
+    shop_json: str,
+    correlation_json: str,
+) -> SerializedEvent:
+    """The event and its envelope as JSON, exactly as `build_envelope(...).model_dump_json()` writes
+    it (a unit test holds the two equal), without building a model per event: that took a third of
+    the time an event costs to write. The ids and the type need no escaping: they were checked
+    against the envelope's id pattern and the catalogue; `shop_json` and `correlation_json` are
+    already JSON."""
+    payload = encode_json(data)
+    moment = rfc3339(occurred_at)
+    envelope = (
+        f'{{"specversion":"{SPEC_VERSION}","id":"{event_id}","type":"{event_type}",'
+        f'"source":"{source}","time":"{moment}","schemaversion":1,"shop_id":{shop_json},'
+        f'"customer_id":"{customer_id}","correlation_id":{correlation_json},"data":{payload}}}'
+    )
+    return SerializedEvent(event_id, event_type, customer_id, occurred_at, moment, payload, envelope)
 
 
 def store_new_events(

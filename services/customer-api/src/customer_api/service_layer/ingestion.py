@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from customer_api.adapters import tables
-from customer_api.adapters.repository import insert_ignoring_duplicates
+from customer_api.adapters.bulk import CopyOutboxWriter, encode_json, serialize_event, store_new_events
 from customer_api.domain.money import amount_problem, check_currency
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
-from retention_shared.clock import ensure_utc
-from retention_shared.db import json_dumps
-from retention_shared.events.catalogue import INGESTIBLE_TYPES, spec_for
-from retention_shared.events.envelope import ID_PATTERN, build_envelope
+from retention_shared.events.catalogue import INGESTIBLE_TYPES, EventData, spec_for
+from retention_shared.events.envelope import ID_PATTERN, partition_key
 from retention_shared.logs import correlation_id
 
 MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 1_000_000
+
+SOURCE = "customer-api"
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
@@ -48,7 +49,18 @@ def _describe(exc: ValidationError, prefix: str = "") -> str:
     )
 
 
-def validate_event(raw: Any) -> tuple[IncomingEvent | None, str | None]:
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """An event that passed validation, its data normalised to JSON types."""
+
+    id: str
+    type: str
+    customer_id: str
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+def validate_event(raw: Any) -> tuple[AcceptedEvent | None, str | None]:
     """The event if valid, else the reason naming the failing field."""
     if not isinstance(raw, dict):
         return None, "event must be a JSON object"
@@ -66,26 +78,25 @@ def validate_event(raw: Any) -> tuple[IncomingEvent | None, str | None]:
         validated = spec_for(event.type).model.model_validate(event.data)
     except ValidationError as exc:
         return None, _describe(exc, "data")
-    money_error = _money_problem(validated.model_dump())
+    money_error = _money_problem(validated)
     if money_error is not None:
         return None, money_error
-    return event.model_copy(
-        update={"data": validated.model_dump(mode="json", by_alias=True, exclude_none=True)}
-    ), None
+    data = validated.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return AcceptedEvent(event.id, event.type, event.customer_id, event.occurred_at, data), None
 
 
-def _money_problem(data: dict[str, Any]) -> str | None:
+def _money_problem(data: EventData) -> str | None:
     """The currency must be a real ISO 4217 code, and amounts must fit its precision."""
-    currency = data.get("currency")
+    currency = getattr(data, "currency", None)
     if currency is None:
         return None
     try:
         check_currency(currency)
     except ValueError as exc:
         return f"data.currency: {exc}"
-    amounts = [("data.amount", data.get("amount"))] + [
-        (f"data.items.{index}.unit_price", item.get("unit_price"))
-        for index, item in enumerate(data.get("items", []))
+    amounts = [("data.amount", getattr(data, "amount", None))] + [
+        (f"data.items.{index}.unit_price", item.unit_price)
+        for index, item in enumerate(getattr(data, "items", []))
     ]
     for field, amount in amounts:
         problem = amount_problem(amount, currency) if amount is not None else None
@@ -95,9 +106,14 @@ def _money_problem(data: dict[str, Any]) -> str | None:
 
 
 def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[Any]) -> list[EventResult]:
-    """Store and publish every valid, new event in one transaction; report per event."""
+    """Store and publish every valid, new event in one transaction; report per event.
+
+    The events and their outbox rows go in with COPY on PostgreSQL (see `adapters.bulk`), the same
+    way as the history import's; a concurrent request with some of the same ids waits for this one
+    and then skips them, so each event is accepted exactly once.
+    """
     results: list[EventResult | None] = [None] * len(raw_events)
-    candidates: dict[str, tuple[int, IncomingEvent]] = {}
+    candidates: dict[str, tuple[int, AcceptedEvent]] = {}
     for index, raw in enumerate(raw_events):
         event, error = validate_event(raw)
         if event is None:
@@ -108,40 +124,37 @@ def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[
         else:
             candidates[event.id] = (index, event)
 
-    now = uow.clock.now()
-    with uow:
-        rows = [
-            {
-                "shop_id": shop_id,
-                "event_id": event.id,
-                "type": event.type,
-                "customer_id": event.customer_id,
-                "occurred_at": ensure_utc(event.occurred_at),
-                "received_at": now,
-                "payload": json_dumps(event.data),
-            }
-            for _, event in candidates.values()
-        ]
-        inserted = insert_ignoring_duplicates(
-            uow.session, tables.ingested_events, rows, tables.ingested_events.c.event_id
+    shop_json = encode_json(shop_id)
+    correlation_json = encode_json(correlation_id.get())
+    serialized = [
+        serialize_event(
+            event_id=event.id,
+            event_type=event.type,
+            customer_id=event.customer_id,
+            occurred_at=event.occurred_at,
+            data=event.data,
+            source=SOURCE,
+            shop_json=shop_json,
+            correlation_json=correlation_json,
         )
-        for event_id, (index, event) in candidates.items():
-            if event_id not in inserted:
-                results[index] = EventResult(event_id, "duplicate")
+        for _, event in candidates.values()
+    ]
+    with uow:
+        outbox = CopyOutboxWriter(uow.session, tables.messaging, uow.clock)
+        uow.outbox = outbox
+        inserted = store_new_events(uow.session, shop_id, serialized, uow.clock.now(), careful=True)
+        for row in serialized:
+            index, event = candidates[row.event_id]
+            if row.event_id not in inserted:
+                results[index] = EventResult(row.event_id, "duplicate")
                 continue
-            uow.outbox.add(
-                build_envelope(
-                    id=event.id,
-                    type=event.type,
-                    source="customer-api",
-                    shop_id=shop_id,
-                    customer_id=event.customer_id,
-                    data=event.data,
-                    time=event.occurred_at,
-                    correlation_id=correlation_id.get(),
-                )
+            outbox.add_serialized(
+                event_id=row.event_id,
+                topic=spec_for(event.type).topic.name,
+                key=partition_key(shop_id, event.customer_id),
+                envelope=row.envelope,
             )
-            results[index] = EventResult(event_id, "accepted")
+            results[index] = EventResult(row.event_id, "accepted")
         uow.commit()
     return [result for result in results if result is not None]
 
