@@ -234,9 +234,9 @@ def principal_dependency(
                     "The operator token acts for one shop: "
                     f"send its id in the '{OPERATOR_SHOP_HEADER}' header",
                 )
-            principal = Principal(shop_id, OPERATOR_KEY_ID, frozenset({"admin"}))
-            request.state.principal = principal
-            return principal
+            operator = Principal(shop_id, OPERATOR_KEY_ID, frozenset({"admin"}))
+            request.state.principal = operator
+            return operator
         principal = directory_of(request).lookup(hash_api_key(token))
         if principal is None:
             raise Problem(
