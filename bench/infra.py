@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from kafka import KafkaAdminClient
 
 from retention_shared.messaging.kafka import ensure_topics
 from retention_shared.testing import infra as test_infra
+from retention_shared.testing.processes import die_with_parent
 from retention_shared.testing.smtp import free_port
 
 log = logging.getLogger("bench")
@@ -78,14 +78,6 @@ def delete_topics(names: Sequence[str]) -> None:
         admin.close()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the benchmark process dies, so nothing is left behind."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 @dataclass
 class ServiceProcess:
     """One `retention` process (an API or a consumer) with /healthz on `port`."""
@@ -114,7 +106,7 @@ class ServiceProcess:
                 env=self.env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             log_file.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -24,6 +26,17 @@ DATABASE_SETTINGS = {
 ADMIN_TOKEN = "e2e-admin-token"
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the process that started it dies.
+
+    A test run killed from outside (a timeout, Ctrl-C twice) skips its fixtures' teardown; without
+    this its service processes would live on and keep consuming."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @dataclass
 class Process:
     name: str
@@ -40,6 +53,7 @@ class Process:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     def wait_healthy(self, timeout_s: float = 60) -> None:
