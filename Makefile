@@ -24,9 +24,10 @@ install: $(STAMP)  ## Create .venv and install every package
 run: $(STAMP)  ## Start the whole platform in one process (SQLite under ./var, in-process bus)
 	$(BIN)/retention run all
 
-infra:  ## Start (or reuse) the local PostgreSQL and Kafka
+infra:  ## Start (or reuse) the local PostgreSQL and Kafka; install Chromium for the browser tests
 	bash deploy/postgres/postgres.sh start
 	bash deploy/kafka/kafka.sh start
+	bash deploy/browser/chromium.sh
 
 infra-stop:  ## Stop the local Kafka and PostgreSQL
 	bash deploy/kafka/kafka.sh stop

@@ -25,11 +25,16 @@ class Figure:
 
 @dataclass(frozen=True)
 class Target:
-    """A figure of this benchmark that must reach `minimum` (e.g. the issue's acceptance number)."""
+    """A figure of this benchmark that must reach `minimum` (e.g. the issue's acceptance number), and,
+    for a latency, stay at or under `maximum`."""
 
     figure: str
     minimum: float
     description: str
+    maximum: float | None = None
+
+    def met_by(self, value: float) -> bool:
+        return value >= self.minimum and (self.maximum is None or value <= self.maximum)
 
 
 @dataclass(frozen=True)

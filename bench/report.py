@@ -69,7 +69,7 @@ def target_status(benchmark: Benchmark, result: Result) -> list[tuple[str, Figur
     checks = []
     for target in benchmark.targets:
         figure = result.figures.get(target.figure)
-        checks.append((target.description, figure, figure is not None and figure.value >= target.minimum))
+        checks.append((target.description, figure, figure is not None and target.met_by(figure.value)))
     return checks
 
 

@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
-from bench import kafka_baseline, platform_e2e
+from bench import (
+    console_overview,
+    customer_api,
+    kafka_baseline,
+    platform_e2e,
+    segmentation_fit,
+    segmentation_incremental,
+    segmentation_recompute,
+    survey_results,
+    survey_submit,
+)
 
-MODULES = (kafka_baseline, platform_e2e)
+MODULES = (
+    kafka_baseline,
+    platform_e2e,
+    customer_api,
+    segmentation_fit,
+    survey_submit,
+    survey_results,
+    segmentation_incremental,
+    segmentation_recompute,
+    console_overview,
+)

@@ -24,8 +24,9 @@ def distributed_platform(
         namespace=topic_namespace,
         smtp_port=smtp_server.port,
     )
-    platform.start()
     try:
+        # Inside the try: a process that never became healthy must not outlive the test either.
+        platform.start()
         yield platform
     finally:
         platform.stop()
@@ -34,8 +35,9 @@ def distributed_platform(
 @pytest.fixture
 def embedded_platform(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Platform]:
     platform = all_in_one(tmp_path, smtp_port=smtp_server.port)
-    platform.start()
     try:
+        # Inside the try: a process that never became healthy must not outlive the test either.
+        platform.start()
         yield platform
     finally:
         platform.stop()

@@ -29,6 +29,9 @@ class PlatformSettings(BaseSettings):
     admin_token: SecretStr = SecretStr(DEFAULT_ADMIN_TOKEN)
     signing_secret: SecretStr = SecretStr(DEFAULT_SIGNING_SECRET)
     public_base_url: str = "http://localhost:8000"
+    gateway_url: str | None = Field(
+        None, description="Where the console calls the services' APIs; unset = the same process (embedded)"
+    )
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     topic_partitions: int = Field(12, ge=1)

@@ -11,8 +11,11 @@ from sqlalchemy.orm import sessionmaker
 from customer_api.adapters import tables
 from customer_api.entrypoints.api.imports import build_import_router
 from customer_api.entrypoints.api.loyalty import build_loyalty_router
+from customer_api.entrypoints.api.retention_policy import build_retention_policy_router
 from customer_api.entrypoints.api.routes import build_router
-from customer_api.service_layer import activity, erasure, loyalty, read_model
+from customer_api.entrypoints.console.routes import build_console_router
+from customer_api.entrypoints.console.sessions import SessionStore
+from customer_api.service_layer import activity, erasure, loyalty, read_model, retention_policy
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events import topics
 from retention_shared.runtime import PeriodicJob, PlatformContext, ServiceRuntime
@@ -64,11 +67,26 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         jobs=[
             PeriodicJob(
                 "loyalty-maintenance", 3600, partial(loyalty.run_maintenance, uow_factory=uow_factory)
-            )
+            ),
+            PeriodicJob(
+                "raw-event-retention",
+                3600,
+                partial(retention_policy.purge_expired_events, uow_factory=uow_factory),
+            ),
         ],
         outbox_committed=outbox_committed,
     )
     runtime.api.readiness["database"] = runtime.check_database
+    runtime.api.routers.append(
+        build_retention_policy_router(
+            uow_factory=uow_factory,
+            authenticate=principal_dependency(
+                lambda _request: directory,
+                platform.rate_limiter,
+                operator_token=platform.settings.admin_token.get_secret_value(),
+            ),
+        )
+    )
     runtime.api.routers.append(
         build_import_router(
             uow_factory=uow_factory,
@@ -77,6 +95,18 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
                 platform.rate_limiter,
                 operator_token=platform.settings.admin_token.get_secret_value(),
             ),
+        )
+    )
+    # The console (HTML under /console) is the customer-api's browser entrypoint; it reaches data
+    # only through the platform's public APIs, in-process or through the gateway.
+    runtime.api.routers.append(
+        build_console_router(
+            store=SessionStore(
+                engine, platform.clock, operator_token=platform.settings.admin_token.get_secret_value()
+            ),
+            directory=directory,
+            operator_token=platform.settings.admin_token.get_secret_value(),
+            gateway_url=platform.settings.gateway_url,
         )
     )
     return runtime

@@ -9,15 +9,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from retention_shared.events import topics
-from retention_shared.runtime import PlatformContext, ServiceRuntime
+from retention_shared.runtime import PeriodicJob, PlatformContext, ServiceRuntime
 from retention_shared.tenancy import CachedKeyDirectory, tenancy_handlers
 from retention_shared.web import ServiceApi, principal_dependency
 from segmentation_worker.adapters import tables
 from segmentation_worker.entrypoints.api.routes import build_router
-from segmentation_worker.service_layer import erasure, handlers
+from segmentation_worker.service_layer import erasure, handlers, recompute
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 NAME = "segmentation-worker"
+# How often the scheduler looks for due daily recomputes and queued on-demand ones.
+RECOMPUTE_CHECK_INTERVAL_S = 30.0
 
 
 def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
@@ -45,11 +47,18 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         tables=tables.messaging,
         api=ServiceApi(NAME, [router]),
         uow_factory=uow_factory,
-        topics=[topics.TENANCY, topics.ACTIVITY, topics.CUSTOMER],
+        topics=[topics.TENANCY, topics.ACTIVITY, topics.CUSTOMER, topics.SURVEY],
         handlers={**tenancy_handlers(tables.tenancy), "customer_erased": erasure.customer_erased},
         batch_handler=handlers.apply_activity,
         batch_types=handlers.ACTIVITY_TYPES,
         outbox_committed=outbox_committed,
+        jobs=[
+            PeriodicJob(
+                "recompute",
+                RECOMPUTE_CHECK_INTERVAL_S,
+                partial(recompute.run_due_recomputes, uow_factory=uow_factory, clock=platform.clock),
+            )
+        ],
     )
     runtime.api.readiness["database"] = runtime.check_database
     return runtime

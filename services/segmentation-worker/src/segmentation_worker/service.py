@@ -7,6 +7,7 @@ from pathlib import Path
 from retention_shared.runtime import ServiceDefinition
 from segmentation_worker.adapters.tables import metadata
 from segmentation_worker.bootstrap import NAME, bootstrap
+from segmentation_worker.entrypoints.cli import register_commands
 
 definition = ServiceDefinition(
     name=NAME,
@@ -16,4 +17,5 @@ definition = ServiceDefinition(
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
     bootstrap=bootstrap,
+    commands=register_commands,
 )

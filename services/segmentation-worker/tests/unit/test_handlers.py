@@ -213,7 +213,7 @@ class TestSegmentChanges:
         apply("purchase_made", "o-1", "100", at=manual_clock.now() - timedelta(days=200))
 
         state = state_of(engine)
-        # the only buyer spends exactly the shop average: mid spend, so at risk rather than hibernating
+        # the only buyer spends exactly the shop average: mid spend
         assert (state["r_score"], state["f_score"], state["m_score"]) == (1, 1, 3)
-        assert state["segment"] == "at_risk"
-        assert outbox_events(engine, "segment_changed")[0]["data"]["to"] == "at_risk"
+        assert state["segment"] == "lost"  # the standard grid's bottom corner
+        assert outbox_events(engine, "segment_changed")[0]["data"]["to"] == "lost"

@@ -84,3 +84,38 @@ def topic_namespace(kafka: str) -> Iterator[str]:
         delete_topics(kafka, names)
     except Exception as error:  # cleanup only: never fail the test over it
         warnings.warn(f"topics of namespace {namespace} left behind: {error}", stacklevel=1)
+
+
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # The machine's network is closed: without these, Chromium keeps dialling Google's services.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="module")
+def chromium_browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright (`make infra` installs it; no browser downloads).
+
+    `RETENTION_TEST_CHROMIUM` names another binary. Yields a `playwright.sync_api.Browser`.
+    """
+    import os
+    import shutil
+
+    executable = os.environ.get("RETENTION_TEST_CHROMIUM", "/usr/bin/chromium")
+    if shutil.which(executable) is None:
+        _unavailable(f"Chromium ({executable}; install Debian's chromium package or run `make infra`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()

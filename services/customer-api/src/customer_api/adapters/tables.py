@@ -172,6 +172,35 @@ ingested_events = Table(
     Column("payload", Text, nullable=False),
     PrimaryKeyConstraint("shop_id", "event_id"),
     Index("ix_ingested_events_customer", "shop_id", "customer_id", "occurred_at"),
+    # The retention job deletes a shop's events by age.
+    Index("ix_ingested_events_age", "shop_id", "occurred_at"),
+)
+
+# How long each shop keeps raw events (`ingested_events`); shops without a row get the default.
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    Column("shop_id", String(128), primary_key=True),
+    Column("raw_event_days", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Signed-in console users. The cookie holds a random token; only its SHA-256 is stored, with the
+# shop and key it acts for (never the key itself), so a stolen table yields no usable session.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("shop_id", String(128)),
+    Column("key_id", String(128)),
+    Column("scopes", JSONDocument, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Index("ix_console_sessions_key", "key_id"),
+    Index("ix_console_sessions_expiry", "expires_at"),
 )
 
 from customer_api.adapters import loyalty_tables  # noqa: E402,F401  (registers the loyalty tables)

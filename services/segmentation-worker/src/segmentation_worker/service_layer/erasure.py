@@ -8,14 +8,15 @@ from sqlalchemy import delete
 
 from retention_shared.events.catalogue import ErasureCompleted
 from retention_shared.events.envelope import Envelope
-from segmentation_worker.adapters.tables import customer_state, orders
+from segmentation_worker.adapters.tables import customer_state, login_days, orders, segment_history, tickets
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 SERVICE = "segmentation-worker"
 
 
 def customer_erased(event: Envelope, uow: SegmentationUnitOfWork) -> None:
-    """Delete the customer's state and orders; the shop's aggregates keep only the counts."""
+    """Delete the customer's state, orders, tickets, login days and segment history; the shop's
+    aggregates keep only the counts."""
     assert event.customer_id is not None
     key = (event.shop_id, event.customer_id)
     state = uow.state.get(*key)
@@ -30,6 +31,11 @@ def customer_erased(event: Envelope, uow: SegmentationUnitOfWork) -> None:
             customer_state.c.shop_id == event.shop_id, customer_state.c.customer_id == event.customer_id
         )
     )
+    # Tickets, login days and segment history are behavioural data about the person too.
+    for table in (tickets, login_days, segment_history):
+        uow.session.execute(
+            delete(table).where(table.c.shop_id == event.shop_id, table.c.customer_id == event.customer_id)
+        )
     uow.publish(
         "erasure_completed",
         shop_id=event.shop_id,

@@ -1,43 +1,68 @@
 """Applying activity to each customer's behavioural state, a whole poll at a time.
 
-Orders are kept one row each, so a refund nets against its own order whichever of the two
-arrives first, and an order reported twice (under two event ids) counts once. After the events
-are applied, every touched customer's purchase facts are recomputed from their orders and the
-customer is re-scored; a change of segment emits `segment_changed`.
+Orders and tickets are kept one row each, so a refund nets against its own order and a
+resolution closes its own ticket whichever of the two arrives first, and an order reported twice
+(under two event ids) counts once. Logins are counted per customer and day. After the events are
+applied, the customers whose purchases changed are re-scored with the shop's current settings and
+model fit; a new segment emits `segment_changed`, a worse churn band `churn_risk_changed`.
+
+Everything is read and written in bulk: a batch costs a handful of statements whatever its size.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime, timedelta
+from collections import Counter, defaultdict
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from retention_shared.events.catalogue import RfmScores, SegmentChanged
+import numpy as np
+
+from retention_shared.events.catalogue import ChurnRiskChanged, RfmScores, SegmentChanged
 from retention_shared.events.envelope import Envelope
-from segmentation_worker.domain import rfm
+from segmentation_worker.domain.churn import BANDS, worsened
+from segmentation_worker.domain.scoring import Buyers, Scores, score
+from segmentation_worker.service_layer.context import shop_context
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 ZERO = Decimal(0)
+SECONDS_PER_DAY = 86_400.0
 ACTIVITY_TYPES = frozenset(
-    {"purchase_made", "refund_issued", "login_recorded", "ticket_opened", "ticket_resolved"}
+    {
+        "purchase_made",
+        "refund_issued",
+        "login_recorded",
+        "login_dropped",
+        "ticket_opened",
+        "ticket_resolved",
+        "survey_answered",
+    }
 )
 
 CustomerKey = tuple[str, str]
 
 
 def apply_activity(events: list[Envelope], uow: SegmentationUnitOfWork) -> None:
-    """Apply a batch of activity events in order, then re-score the customers they touched."""
+    """Apply a batch of activity events in order, then re-score the customers whose purchases changed."""
     now = uow.clock.now()
     customers = {(e.shop_id, _customer(e)) for e in events}
     states = uow.state.states_for(customers)
-    orders = uow.state.orders_of(customers)
-    order_ids = {(e.shop_id, str(e.data["order_id"])) for e in events if "order_id" in e.data}
-    orders.update(uow.state.orders_by_id(order_ids - orders.keys()))
+    buyers_touched = {
+        (e.shop_id, _customer(e)) for e in events if e.type in ("purchase_made", "refund_issued")
+    }
+    orders: dict[tuple[str, str], dict[str, Any]] = {}
+    if buyers_touched:
+        orders = uow.state.orders_of(buyers_touched)
+        order_ids = {(e.shop_id, str(e.data["order_id"])) for e in events if e.type in _ORDER_TYPES}
+        orders.update(uow.state.orders_by_id(order_ids - orders.keys()))
+    ticket_ids = {(e.shop_id, str(e.data["ticket_id"])) for e in events if e.type in _TICKET_TYPES}
+    tickets = uow.state.tickets_by_id(ticket_ids) if ticket_ids else {}
     previous = {key: (state.get("purchase_count", 0), _net(state)) for key, state in states.items()}
 
     changed_orders: set[tuple[str, str]] = set()
     rescore: set[CustomerKey] = set()
+    logins: Counter[tuple[str, str, Any]] = Counter()
+    ticket_holders: set[CustomerKey] = set()
     for event in events:
         key = (event.shop_id, _customer(event))
         state = states.setdefault(key, _new_state(key, now))
@@ -51,13 +76,16 @@ def apply_activity(events: list[Envelope], uow: SegmentationUnitOfWork) -> None:
             changed_orders.add((event.shop_id, str(event.data["order_id"])))
             rescore.add(key)
         elif event.type == "login_recorded":
-            if state.get("last_login_at") is None or event.time > state["last_login_at"]:
-                state["last_login_at"] = event.time
-            state["login_count"] = state.get("login_count", 0) + 1
-        elif event.type == "ticket_opened":
-            state["open_tickets"] = state.get("open_tickets", 0) + 1
-        elif event.type == "ticket_resolved":
-            state["open_tickets"] = max(0, state.get("open_tickets", 0) - 1)
+            _record_login(state, event.time)
+            logins[(event.shop_id, key[1], event.time.date())] += 1
+        elif event.type == "login_dropped":
+            # A backend reported the drop itself: this episode is reported, ours would repeat it.
+            state["login_drop_active"] = True
+        elif event.type in _TICKET_TYPES:
+            _record_ticket(event, tickets)
+            ticket_holders.add(key)
+        elif event.type == "survey_answered":
+            _record_survey(state, event)
 
     by_customer: dict[CustomerKey, list[dict[str, Any]]] = defaultdict(list)
     for order in orders.values():
@@ -73,10 +101,24 @@ def apply_activity(events: list[Envelope], uow: SegmentationUnitOfWork) -> None:
         )
 
     uow.state.save_orders([orders[k] for k in sorted(changed_orders)])
-    averages = uow.state.adjust_shops(shop_deltas)
-    for key in sorted(rescore):
-        _rescore(key, states[key], by_customer[key], averages[key[0]], now, uow)
+    uow.state.adjust_shops(shop_deltas)
+    if tickets:
+        uow.state.save_tickets(list(tickets.values()))
+        counts = uow.state.open_ticket_counts(ticket_holders)
+        for key in ticket_holders:
+            states[key]["open_tickets"] = counts.get(key, 0)
+    uow.state.add_logins(
+        [
+            {"shop_id": shop_id, "customer_id": customer_id, "day": day, "logins": count}
+            for (shop_id, customer_id, day), count in sorted(logins.items())
+        ]
+    )
+    _rescore(sorted(rescore), states, now, uow)
     uow.state.save_states([states[key] for key in sorted(states)])
+
+
+_ORDER_TYPES = ("purchase_made", "refund_issued")
+_TICKET_TYPES = ("ticket_opened", "ticket_resolved")
 
 
 def _customer(event: Envelope) -> str:
@@ -96,13 +138,25 @@ def _new_state(key: CustomerKey, now: datetime) -> dict[str, Any]:
         "purchase_days": 0,
         "gross_spend": ZERO,
         "refunded": ZERO,
+        "first_login_at": None,
         "last_login_at": None,
         "login_count": 0,
         "open_tickets": 0,
+        "last_nps_score": None,
+        "last_nps_at": None,
         "r_score": None,
         "f_score": None,
         "m_score": None,
         "segment": None,
+        "segment_since": None,
+        "p_alive": None,
+        "expected_purchases": None,
+        "expected_spend": None,
+        "clv": None,
+        "churn_band": None,
+        "churn_score": None,
+        "login_drop_active": False,
+        "scored_at": None,
         "updated_at": now,
     }
 
@@ -142,6 +196,40 @@ def _record_refund(event: Envelope, orders: dict[tuple[str, str], dict[str, Any]
     }
 
 
+def _record_login(state: dict[str, Any], at: datetime) -> None:
+    if state.get("last_login_at") is None or at > state["last_login_at"]:
+        state["last_login_at"] = at
+    if state.get("first_login_at") is None or at < state["first_login_at"]:
+        state["first_login_at"] = at
+    state["login_count"] = state.get("login_count", 0) + 1
+
+
+def _record_ticket(event: Envelope, tickets: dict[tuple[str, str], dict[str, Any]]) -> None:
+    key = (event.shop_id, str(event.data["ticket_id"]))
+    row = tickets.setdefault(
+        key,
+        {
+            "shop_id": event.shop_id,
+            "ticket_id": key[1],
+            "customer_id": _customer(event),
+            "opened_at": None,
+            "resolved_at": None,
+        },
+    )
+    column = "opened_at" if event.type == "ticket_opened" else "resolved_at"
+    if row[column] is None:
+        row[column] = event.time
+
+
+def _record_survey(state: dict[str, Any], event: Envelope) -> None:
+    if event.data.get("kind") != "nps":
+        return
+    # Answers may arrive out of order: the latest answer by time is the customer's last NPS.
+    if state.get("last_nps_at") is None or event.time >= state["last_nps_at"]:
+        state["last_nps_score"] = int(event.data["score"])
+        state["last_nps_at"] = event.time
+
+
 def _recompute_purchase_facts(state: dict[str, Any], customer_orders: list[dict[str, Any]]) -> None:
     purchased = [order for order in customer_orders if order["purchased_at"] is not None]
     times = sorted(order["purchased_at"] for order in purchased)
@@ -157,41 +245,95 @@ def _recompute_purchase_facts(state: dict[str, Any], customer_orders: list[dict[
 
 
 def _rescore(
-    key: CustomerKey,
-    state: dict[str, Any],
-    customer_orders: list[dict[str, Any]],
-    shop_average: Decimal,
+    keys: list[CustomerKey],
+    states: dict[CustomerKey, dict[str, Any]],
     now: datetime,
     uow: SegmentationUnitOfWork,
 ) -> None:
-    if state["last_purchase_at"] is None:
-        return
-    year_ago = now - timedelta(days=365)
-    purchase_days = {
-        o["purchased_at"].date()
-        for o in customer_orders
-        if o["purchased_at"] and o["purchased_at"] >= year_ago
-    }
-    scores, segment = rfm.score(
-        last_purchase_at=state["last_purchase_at"],
-        purchase_days_last_year=len(purchase_days),
-        net_spend=_net(state),
-        shop_average=shop_average,
-        now=now,
+    """Score the given customers shop by shop, vectorised, and record what changed."""
+    by_shop: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for key in keys:
+        if states[key]["last_purchase_at"] is not None:
+            by_shop[key[0]].append(states[key])
+    for shop_id, shop_states in by_shop.items():
+        context = shop_context(uow, shop_id, now)
+        scores = score(buyers_of(shop_states, now), context)
+        apply_scores(uow, shop_id, shop_states, scores, now)
+
+
+def buyers_of(states: list[dict[str, Any]], now: datetime) -> Buyers:
+    now_epoch = now.timestamp()
+    return Buyers(
+        first_days_ago=np.array(
+            [(now_epoch - s["first_purchase_at"].timestamp()) / SECONDS_PER_DAY for s in states]
+        ),
+        last_days_ago=np.array(
+            [(now_epoch - s["last_purchase_at"].timestamp()) / SECONDS_PER_DAY for s in states]
+        ),
+        purchase_days=np.array([float(s["purchase_days"]) for s in states]),
+        net_spend=np.array([max(float(_net(s)), 0.0) for s in states]),
     )
-    previous = state.get("segment")
-    state.update(r_score=int(scores.r), f_score=int(scores.f), m_score=int(scores.m), segment=segment)
-    if segment != previous:
-        uow.publish(
-            "segment_changed",
-            shop_id=key[0],
-            customer_id=key[1],
-            data=SegmentChanged(
-                from_segment=previous,
-                to_segment=segment,
-                rfm=RfmScores(r=int(scores.r), f=int(scores.f), m=int(scores.m)),
-            ),
+
+
+def apply_scores(
+    uow: SegmentationUnitOfWork,
+    shop_id: str,
+    states: list[dict[str, Any]],
+    scores: Scores,
+    now: datetime,
+) -> None:
+    """Copy scores into the customers' state rows, emitting segment and churn changes."""
+    history = []
+    for index, state in enumerate(states):
+        rfm = RfmScores(r=int(scores.r[index]), f=int(scores.f[index]), m=int(scores.m[index]))
+        segment = str(scores.segment[index])
+        band = BANDS[int(scores.churn_rank[index])]
+        p_alive = _optional(scores.p_alive[index])
+        previous_segment, previous_band = state.get("segment"), state.get("churn_band")
+        state.update(
+            r_score=rfm.r,
+            f_score=rfm.f,
+            m_score=rfm.m,
+            segment=segment,
+            p_alive=p_alive,
+            expected_purchases=_optional(scores.expected_purchases[index]),
+            expected_spend=_optional(scores.expected_spend[index]),
+            clv=_optional(scores.clv[index]),
+            churn_band=band,
+            churn_score=float(scores.churn_score[index]),
+            scored_at=now,
         )
+        if segment != previous_segment:
+            state["segment_since"] = now
+            history.append(
+                {
+                    "shop_id": shop_id,
+                    "customer_id": state["customer_id"],
+                    "changed_at": now,
+                    "from_segment": previous_segment,
+                    "to_segment": segment,
+                }
+            )
+            uow.publish(
+                "segment_changed",
+                shop_id=shop_id,
+                customer_id=state["customer_id"],
+                data=SegmentChanged.model_validate({"from": previous_segment, "to": segment, "rfm": rfm}),
+            )
+        if worsened(previous_band, band):
+            uow.publish(
+                "churn_risk_changed",
+                shop_id=shop_id,
+                customer_id=state["customer_id"],
+                data=ChurnRiskChanged.model_validate(
+                    {"from": previous_band, "to": band, "probability_alive": p_alive}
+                ),
+            )
+    uow.state.add_history(history)
+
+
+def _optional(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 # One-event entry points, for callers (and tests) that apply a single event.
@@ -199,4 +341,6 @@ def purchase_made(event: Envelope, uow: SegmentationUnitOfWork) -> None:
     apply_activity([event], uow)
 
 
-refund_issued = login_recorded = ticket_opened = ticket_resolved = purchase_made
+refund_issued = login_recorded = login_dropped = ticket_opened = ticket_resolved = survey_answered = (
+    purchase_made
+)

@@ -1,0 +1,226 @@
+"""The segmentation-worker on real PostgreSQL (migrated with Alembic) and, for the consumer path, Kafka."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+from sqlalchemy import func, select
+
+from retention_shared.events.topics import ACTIVITY
+from retention_shared.messaging.consumer import ConsumerRunner
+from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber
+from retention_shared.testing.infra import eventually
+from segmentation_worker.adapters import tables
+from segmentation_worker.domain.kpis import compute_kpis
+from segmentation_worker.service_layer import handlers
+from segmentation_worker.service_layer.recompute import recompute_shop
+
+pytestmark = pytest.mark.integration
+
+SHOP = "shop_pg"
+Service = Any  # the `pg_service` fixture of tests/conftest.py
+
+
+def column(service: Service, statement: Any) -> list[Any]:
+    with service.engine.connect() as connection:
+        return list(connection.execute(statement).all())
+
+
+class TestRecomputeOnPostgres:
+    def test_a_recompute_writes_every_customer_back_and_emits_only_the_changes(
+        self, pg_service: Service
+    ) -> None:
+        headers = pg_service.register_shop(SHOP)
+        pg_service.apply(*pg_service.history(SHOP, 150))
+        state = tables.customer_state.c
+        before = dict(column(pg_service, select(state.customer_id, state.segment_since)))
+        changes_before = len(pg_service.outbox("segment_changed"))
+        assert changes_before == 150  # every customer's first segment
+
+        pg_service.clock.advance(timedelta(days=45))
+        pg_service.client.post("/v1/segmentation/recompute", headers=headers)
+        pg_service.recompute_due()
+
+        run_summary = column(pg_service, select(tables.recompute_runs.c.summary))[-1][0]
+        assert run_summary["customers"] == 150
+        assert "error" not in run_summary["fits"]["bgnbd"], run_summary
+        rows = column(
+            pg_service, select(state.customer_id, state.segment, state.p_alive, state.segment_since)
+        )
+        assert all(segment is not None and p_alive is not None for _, segment, p_alive, _ in rows)
+        changed = pg_service.outbox("segment_changed")[changes_before:]
+        moved = {event["customer_id"] for event in changed}
+        assert moved  # 45 days later some customers have lapsed
+        assert len(moved) == len(changed) == run_summary["segment_changes"]
+        for customer_id, _, _, since in rows:
+            # COPY + UPDATE moves a segment's start only for customers whose segment changed
+            assert (since == pg_service.clock.now()) == (customer_id in moved)
+            if customer_id not in moved:
+                assert since == before[customer_id]
+        history = column(pg_service, select(func.count()).select_from(tables.segment_history))[0][0]
+        assert history == 150 + len(moved)
+        fits = pg_service.client.get("/v1/models", headers=headers).json()
+        assert fits["bgnbd"]["version"] == 1
+
+    def test_a_customer_the_consumer_changed_meanwhile_keeps_its_scores(self, pg_service: Service) -> None:
+        """A purchase applied while a recompute computes wins over its stale view (on SQLite the
+        two take turns on the write lock, so only PostgreSQL can interleave them)."""
+        headers = pg_service.register_shop(SHOP)
+        pg_service.apply(pg_service.purchase(SHOP, "cust-1", "o-1", "100"))
+        pg_service.clock.advance(timedelta(days=200))
+        started = pg_service.clock.now()
+
+        with pg_service.uow_factory() as uow:
+            read = uow.state.buyers_snapshot
+
+            def read_then_the_consumer_applies_a_purchase(shop_id: str, now: datetime) -> dict[str, Any]:
+                snapshot = read(shop_id, now)
+                pg_service.clock.advance(timedelta(seconds=5))
+                pg_service.apply(pg_service.purchase(SHOP, "cust-1", "o-2", "100"))  # its own transaction
+                return snapshot
+
+            uow.state.buyers_snapshot = read_then_the_consumer_applies_a_purchase
+            summary = recompute_shop(uow, SHOP, now=started)
+            uow.commit()
+
+        assert summary["segment_changes"] == 0  # the stale snapshot said "lost"; the write skipped it
+        scores = pg_service.client.get("/v1/customers/cust-1/scores", headers=headers).json()
+        assert scores["rfm"]["r"] == 5 and scores["segment"] == "new"
+        assert [e["data"]["to"] for e in pg_service.outbox("segment_changed")] == ["new"]
+
+    def test_refunds_tickets_and_logins_in_one_batch(self, pg_service: Service) -> None:
+        headers = pg_service.register_shop(SHOP)
+        now = pg_service.clock.now()
+        pg_service.apply(
+            pg_service.event(
+                "refund_issued", SHOP, "c1", {"order_id": "o1", "amount": "900", "currency": "JPY"}
+            ),
+            pg_service.purchase(SHOP, "c1", "o1", "500"),
+            pg_service.purchase(SHOP, "c1", "o2", "300", now - timedelta(days=3)),
+            pg_service.event("ticket_opened", SHOP, "c1", {"ticket_id": "t1"}),
+            pg_service.event("login_recorded", SHOP, "c1", {}),
+            pg_service.event("login_recorded", SHOP, "c1", {}),
+        )
+        scores = pg_service.client.get("/v1/customers/c1/scores", headers=headers).json()
+        assert Decimal(scores["net_spend"]) == Decimal("300")
+        assert scores["purchase_days"] == 2
+        assert scores["open_tickets"] == 1
+        assert scores["logins"]["recent_logins"] == 2
+
+
+class TestConsumerPath:
+    def test_activity_from_kafka_updates_state_once_per_event(
+        self, pg_service: Service, kafka: str, topic_namespace: str
+    ) -> None:
+        topic = ACTIVITY.qualified(topic_namespace)
+        producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+        customers, logins_each = 50, 8
+        sent = []
+        for index in range(customers * logins_each):
+            customer = f"c{index % customers}"
+            event = pg_service.event("login_recorded", SHOP, customer, {})
+            sent.append(event)
+            producer.send(topic, key=f"{SHOP}:{customer}".encode(), value=event.model_dump_json().encode())
+        for event in sent[:20]:  # redelivered: the inbox drops them
+            producer.send(
+                topic, key=f"{SHOP}:{event.customer_id}".encode(), value=event.model_dump_json().encode()
+            )
+        producer.flush()
+        producer.close()
+
+        runner = ConsumerRunner(
+            service="segmentation-worker",
+            group="segmentation-worker",
+            subscriber=KafkaSubscriber(
+                kafka, group_id=f"{topic_namespace}-seg", topics=[topic], client_id="it"
+            ),
+            dead_letters=KafkaPublisher(kafka, client_id="it-dlq"),
+            uow_factory=pg_service.uow_factory,
+            handlers={},
+            batch_handler=handlers.apply_activity,
+            batch_types=handlers.ACTIVITY_TYPES,
+        )
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        state = tables.customer_state.c
+        try:
+            eventually(
+                lambda: (
+                    column(pg_service, select(func.coalesce(func.sum(state.login_count), 0)))[0][0]
+                    >= customers * logins_each
+                ),
+                timeout_s=90,
+                what="every login applied",
+            )
+        finally:
+            runner.stop()
+            thread.join(30)
+        totals = column(pg_service, select(func.count(), func.sum(state.login_count)))[0]
+        assert tuple(totals) == (customers, customers * logins_each)
+        days = column(pg_service, select(func.sum(tables.login_days.c.logins)))[0][0]
+        assert days == customers * logins_each
+        assert json.loads(sent[0].model_dump_json())["type"] == "login_recorded"
+
+
+class TestKpisOnPostgres:
+    @pytest.mark.parametrize("days", [30, 91, 365])
+    def test_the_database_aggregates_agree_with_the_definitions_on_raw_orders(
+        self, pg_service: Service, days: int
+    ) -> None:
+        """`/v1/kpis` aggregates in SQL; `compute_kpis` is the definition, computed on every order."""
+        headers = pg_service.register_shop(SHOP)
+        events = pg_service.history(SHOP, 300, seed=11)
+        refunded = events[::7]
+        pg_service.apply(
+            *events,
+            *(
+                pg_service.event(
+                    "refund_issued",
+                    SHOP,
+                    event.customer_id,
+                    {"order_id": event.data["order_id"], "amount": "50", "currency": "JPY"},
+                    event.time,
+                )
+                for event in refunded
+            ),
+        )
+        end = pg_service.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=days)
+        orders = tables.orders.c
+        rows = column(
+            pg_service,
+            select(
+                orders.customer_id,
+                func.extract("epoch", orders.purchased_at),
+                orders.amount - func.least(orders.refunded, orders.amount),
+            ).where(orders.shop_id == SHOP, orders.purchased_at < end),
+        )
+        ids, times, amounts = zip(*rows, strict=True)
+        expected = compute_kpis(
+            list(ids),
+            [float(t) for t in times],
+            [float(a) for a in amounts],
+            start=start.timestamp(),
+            end=end.timestamp(),
+        )
+
+        response = pg_service.client.get(
+            "/v1/kpis", params={"from": start.isoformat(), "to": end.isoformat()}, headers=headers
+        )
+
+        assert response.status_code == 200, response.text
+        got = response.json()
+        assert expected.active_customers > 10  # the period is not empty
+        for name in ("active_customers", "new_customers", "previous_period_customers"):
+            assert got[name] == getattr(expected, name), name
+        for name in ("revenue", "arpu", "repeat_purchase_rate", "retention_rate", "churn_rate"):
+            assert got[name] == pytest.approx(getattr(expected, name)), name
+        assert got["cohorts"] == [
+            {"month": c.month, "customers": c.customers, "retention": c.retention} for c in expected.cohorts
+        ]
