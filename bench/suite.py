@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench import (
     console_overview,
     customer_api,
+    followup_dispatch,
     kafka_baseline,
     platform_e2e,
     segmentation_fit,
@@ -23,5 +24,6 @@ MODULES = (
     survey_results,
     segmentation_incremental,
     segmentation_recompute,
+    followup_dispatch,
     console_overview,
 )

@@ -89,15 +89,14 @@ def test_a_purchase_flows_to_segmentation_and_a_single_thank_you_email(
 
     steps = eventually(thank_you_sent, what="thank_you sent")
     assert steps["thank_you"]["channel"] == "email"
-    assert [steps[k]["status"] for k in ("delivery_check", "usage_tips", "one_month_check_in")] == [
-        "scheduled"
-    ] * 3
+    later = ("delivery_check", "usage_tips", "satisfaction_survey", "one_month_check_in")
+    assert [steps[k]["status"] for k in later] == ["scheduled"] * 4
 
     # The customer-api's single customer view learns all this from the other services' events.
     def view_is_current() -> dict[str, Any] | None:
         view = httpx.get(f"{platform.url('customer-api')}/v1/customers/cust-1", headers=shop).json()
         insights = view["insights"] or {}
-        return view if insights.get("segment") == "new" and len(view["next_followups"]) == 3 else None
+        return view if insights.get("segment") == "new" and len(view["next_followups"]) == 4 else None
 
     view = eventually(view_is_current, what="segment and follow-ups in the single customer view")
     assert view["next_followups"][0]["step"] == "delivery_check"

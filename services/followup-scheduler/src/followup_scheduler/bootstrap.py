@@ -5,14 +5,22 @@ from __future__ import annotations
 import threading
 from functools import partial
 
+import httpx
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from followup_scheduler.adapters import tables
+from followup_scheduler.adapters.channels.directory import ChannelDirectory
 from followup_scheduler.adapters.channels.smtp import SmtpChannel
 from followup_scheduler.adapters.rendering import Renderer
+from followup_scheduler.adapters.surveys import HttpSurveyInvitations
+from followup_scheduler.adapters.unsubscribe import UnsubscribeLinks
+from followup_scheduler.entrypoints.api.playbooks import build_playbook_router
 from followup_scheduler.entrypoints.api.routes import build_router
+from followup_scheduler.entrypoints.api.settings import build_settings_router
+from followup_scheduler.entrypoints.api.unsubscribe import build_unsubscribe_router
 from followup_scheduler.service_layer import erasure, handlers
+from followup_scheduler.service_layer.birthdays import start_birthday_runs
 from followup_scheduler.service_layer.dispatch import Dispatcher
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.events import topics
@@ -30,6 +38,7 @@ TRIGGER_EVENTS = (
     "ticket_resolved",
     "segment_changed",
     "churn_risk_changed",
+    "tier_changed",
     "survey_answered",
 )
 
@@ -46,18 +55,27 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         on_commit=outbox_committed.set,
     )
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
-    router = build_router(
-        uow_factory=uow_factory,
-        authenticate=principal_dependency(
-            lambda _request: directory,
-            platform.rate_limiter,
-            operator_token=platform.settings.admin_token.get_secret_value(),
-        ),
+    authenticate = principal_dependency(
+        lambda _request: directory,
+        platform.rate_limiter,
+        operator_token=settings.admin_token.get_secret_value(),
     )
+    renderer = Renderer()
+    links = UnsubscribeLinks(settings.signing_secret.get_secret_value(), settings.public_base_url)
+    http_client = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0))
+    platform_email = SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_sender)
     dispatcher = Dispatcher(
         uow_factory=uow_factory,
-        channels={"email": SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_sender)},
-        renderer=Renderer(),
+        channels={"email": platform_email},
+        renderer=renderer,
+        directory=ChannelDirectory({"email": platform_email}, http_client),
+        surveys=HttpSurveyInvitations(
+            http_client,
+            base_url=settings.public_base_url,
+            admin_token=settings.admin_token.get_secret_value(),
+        ),
+        survey_base_url=settings.public_base_url,
+        unsubscribe=links,
     )
     replica = tenancy_handlers(tables.tenancy)
 
@@ -65,11 +83,20 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         replica["shop_registered"](event, uow)
         handlers.shop_registered(event, uow)
 
+    api = ServiceApi(
+        NAME,
+        [
+            build_router(uow_factory=uow_factory, authenticate=authenticate),
+            build_playbook_router(uow_factory=uow_factory, authenticate=authenticate, renderer=renderer),
+            build_settings_router(uow_factory=uow_factory, authenticate=authenticate),
+            build_unsubscribe_router(uow_factory=uow_factory, links=links),
+        ],
+    )
     runtime = ServiceRuntime(
         name=NAME,
         engine=engine,
         tables=tables.messaging,
-        api=ServiceApi(NAME, [router]),
+        api=api,
         uow_factory=uow_factory,
         topics=[topics.TENANCY, topics.CUSTOMER, topics.ACTIVITY, topics.INSIGHT, topics.SURVEY],
         handlers={
@@ -80,7 +107,10 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
             "customer_erased": erasure.customer_erased,
             **{event_type: handlers.trigger for event_type in TRIGGER_EVENTS},
         },
-        jobs=[PeriodicJob("dispatcher", 0.1, dispatcher.dispatch_due)],
+        jobs=[
+            PeriodicJob("dispatcher", 0.1, dispatcher.dispatch_due),
+            PeriodicJob("birthdays", 3600, partial(start_birthday_runs, uow_factory)),
+        ],
         outbox_committed=outbox_committed,
     )
     runtime.api.readiness["database"] = runtime.check_database

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import sessionmaker
@@ -15,12 +17,19 @@ from followup_scheduler.adapters import tables
 from followup_scheduler.adapters.channels.base import (
     OutgoingMessage,
     PermanentChannelError,
+    RetryPolicy,
     TransientChannelError,
 )
+from followup_scheduler.adapters.channels.directory import ChannelDirectory
+from followup_scheduler.adapters.channels.http import verify
 from followup_scheduler.adapters.channels.smtp import SmtpChannel
 from followup_scheduler.adapters.rendering import Renderer
-from followup_scheduler.service_layer import handlers
+from followup_scheduler.adapters.surveys import Invitation, SurveyFatigue
+from followup_scheduler.domain.hygiene import FollowupSettings, FrequencyCap
+from followup_scheduler.service_layer import erasure, handlers
+from followup_scheduler.service_layer.birthdays import start_birthday_runs
 from followup_scheduler.service_layer.dispatch import Dispatcher
+from followup_scheduler.service_layer.playbooks import create_playbook, validate_document
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.clock import ManualClock
 from retention_shared.db import create_db_engine
@@ -31,7 +40,7 @@ from retention_shared.testing.smtp import SmtpServer, free_port
 SHOP = "shop_1"
 CUSTOMER = "c1"
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # 18:00 in Tokyo
-STEP_KEYS = ["thank_you", "delivery_check", "usage_tips", "one_month_check_in"]
+STEP_KEYS = ["thank_you", "delivery_check", "usage_tips", "satisfaction_survey", "one_month_check_in"]
 
 
 class FakeChannel:
@@ -49,10 +58,26 @@ class FakeChannel:
         self.sent.append(message)
 
 
+class FakeSurveys:
+    """The survey-service port: hands out invitations, or refuses with survey fatigue."""
+
+    def __init__(self) -> None:
+        self.invited: list[dict[str, Any]] = []
+        self.fatigued = False
+
+    def invite(self, **request: Any) -> Invitation:
+        if self.fatigued:
+            raise SurveyFatigue("https://retention.dev/problems/survey-fatigue")
+        self.invited.append(request)
+        number = len(self.invited)
+        return Invitation(f"inv_{number}", f"https://surveys.test/i/{number}", f"tok{number}", "2026-02-01")
+
+
 class Scheduler:
     """The followup-scheduler's handlers and dispatcher on a SQLite file, driven by a manual clock."""
 
     def __init__(self, engine: Engine, clock: ManualClock, channel: Any, max_attempts: int = 6) -> None:
+        self.surveys = FakeSurveys()
         self.engine = engine
         self.clock = clock
         self.uow_factory = partial(
@@ -67,6 +92,7 @@ class Scheduler:
             channels={"email": channel},
             renderer=Renderer(),
             max_attempts=max_attempts,
+            surveys=self.surveys,
         )
         self._replica = tenancy_handlers(tables.tenancy)
 
@@ -140,6 +166,17 @@ class Scheduler:
             documents = [json.loads(payload) for payload in payloads]
         return [document for document in documents if document["type"] == event_type]
 
+    def save_settings(self, **changes: Any) -> None:
+        settings = FollowupSettings().model_copy(update=changes)
+        with self.uow_factory() as uow:
+            uow.repo.save_settings(SHOP, settings.model_dump(mode="json"), self.clock.now())
+            uow.commit()
+
+    def add_playbook(self, document: dict[str, Any]) -> None:
+        with self.uow_factory() as uow:
+            create_playbook(uow, SHOP, validate_document(document, Renderer()))
+            uow.commit()
+
     def run_until(self, moment: datetime) -> int:
         self.clock.set(moment)
         return self.dispatcher.dispatch_due()
@@ -171,7 +208,7 @@ def scheduler(engine: Engine, clock: ManualClock, channel: FakeChannel) -> Sched
 
 
 class TestPostPurchaseTimeline:
-    def test_a_purchase_schedules_four_steps_at_the_customers_local_morning(
+    def test_a_purchase_schedules_five_steps_at_the_customers_local_morning(
         self, scheduler: Scheduler
     ) -> None:
         scheduler.add_customer(timezone="Asia/Tokyo")
@@ -184,6 +221,7 @@ class TestPostPurchaseTimeline:
             "thank_you": START,
             "delivery_check": datetime(2026, 1, 7, 1, 0, tzinfo=UTC),  # 10:00 JST
             "usage_tips": datetime(2026, 1, 9, 1, 0, tzinfo=UTC),
+            "satisfaction_survey": datetime(2026, 1, 13, 1, 0, tzinfo=UTC),
             "one_month_check_in": datetime(2026, 2, 5, 1, 0, tzinfo=UTC),
         }
         assert steps["thank_you"]["idempotency_key"] == f"{SHOP}.post_purchase.o-1.thank_you"
@@ -198,7 +236,7 @@ class TestPostPurchaseTimeline:
         scheduler.purchase("o-1")  # reported again under another event id
 
         assert len(scheduler.runs()) == 1
-        assert len(scheduler.steps()) == 4
+        assert len(scheduler.steps()) == 5
 
     def test_another_order_starts_its_own_run(self, scheduler: Scheduler) -> None:
         scheduler.add_customer()
@@ -323,7 +361,10 @@ class TestDeliveryOutcomes:
         scheduler.run_until(START)
 
         step = scheduler.steps()["thank_you"]
-        assert (step["status"], step["reason"]) == ("skipped", "sms: channel not configured")
+        assert (step["status"], step["reason"]) == (
+            "skipped",
+            "email: no consent; line: no consent; sms: channel not configured",
+        )
 
     def test_a_transient_failure_is_retried_later_then_sent(
         self, scheduler: Scheduler, channel: FakeChannel
@@ -420,6 +461,31 @@ class TestDeliveryOutcomes:
         assert [message.recipient for message in channel.sent] == ["hana@example.com"]
 
 
+class TestUnexpectedErrors:
+    def test_a_step_that_raises_is_failed_and_the_others_still_go_out(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.purchase("o-1")
+        scheduler.purchase("o-2")
+        survey_due = scheduler.steps()["satisfaction_survey"]["due_at"]
+
+        def broken_invite(**request: Any) -> Invitation:
+            raise KeyError("invitation_id")  # e.g. an answer without the promised field
+
+        scheduler.surveys.invite = broken_invite  # type: ignore[method-assign]
+        scheduler.run_until(survey_due)
+
+        surveys = [s for s in _all_steps(scheduler) if s["step_key"] == "satisfaction_survey"]
+        assert {(s["status"], s["reason"]) for s in surveys} == {
+            ("failed", "internal error: KeyError: 'invitation_id'")
+        }
+        assert len(scheduler.outbox("followup_failed")) == 2
+        # Everything else due by then went out: nothing is stuck behind the broken steps.
+        sent = [s for s in _all_steps(scheduler) if s["status"] == "sent"]
+        assert len(sent) == 6  # thank-you, delivery check and tips of both orders
+
+
 class TestEmailDelivery:
     def test_the_thank_you_reaches_a_real_smtp_server(
         self, engine: Engine, clock: ManualClock, smtp_server: SmtpServer
@@ -462,3 +528,399 @@ class TestEmailDelivery:
 
         with pytest.raises(TransientChannelError, match="unavailable"):
             channel.send(message)
+
+
+def marketing_playbook(key: str = "promo") -> dict[str, Any]:
+    return {
+        "key": key,
+        "name": "Promotion",
+        "trigger": {"event": "login_dropped"},
+        "priority": "marketing",
+        "steps": [{"key": "offer", "delay": "PT0S", "channels": ["email"], "template": "login.reengagement"}],
+        "reentry": {"policy": "once_per_key"},
+    }
+
+
+def login_dropped(scheduler: Scheduler) -> None:
+    data = {"recent_rate_per_week": 0.5, "baseline_rate_per_week": 4.0}
+    scheduler.handle(handlers.trigger, scheduler.event("login_dropped", data))
+
+
+class TestFrequencyBudget:
+    def test_a_second_marketing_message_is_deferred_to_the_next_open_slot(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.clock.set(datetime(2026, 1, 5, 2, 0, tzinfo=UTC))  # 11:00 in Tokyo
+        first_sent = scheduler.clock.now()
+        scheduler.add_playbook(marketing_playbook("promo_a"))
+        scheduler.add_playbook(marketing_playbook("promo_b"))
+        # Both playbooks start, and the default re-engagement too (due at 10:00 tomorrow, local).
+        login_dropped(scheduler)
+
+        scheduler.dispatcher.dispatch_due()
+
+        assert len([m for m in channel.sent if "miss you" in m.subject]) == 1
+        deferred = [s for s in _all_steps(scheduler) if (s["reason"] or "").startswith("deferred")]
+        assert len(deferred) == 1
+        assert deferred[0]["reason"] == "deferred: frequency budget (at most 1 marketing per P3D)"
+        assert deferred[0]["due_at"] == first_sent + timedelta(days=3)
+
+        # Three days later one more goes out; the last one waits again (1 per 3 days).
+        scheduler.run_until(first_sent + timedelta(days=3))
+
+        assert len([m for m in channel.sent if "miss you" in m.subject]) == 2
+        (still,) = [s for s in _all_steps(scheduler) if s["status"] == "scheduled"]
+        assert still["due_at"] == first_sent + timedelta(days=6)
+        assert still["reason"] == "deferred: frequency budget (at most 1 marketing per P3D)"
+
+    def test_over_budget_with_a_drop_rule_is_skipped(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.clock.set(datetime(2026, 1, 5, 2, 0, tzinfo=UTC))
+        scheduler.save_settings(over_budget={"service": "defer", "survey": "drop", "marketing": "drop"})
+        scheduler.add_playbook(marketing_playbook("promo_a"))
+        scheduler.add_playbook(marketing_playbook("promo_b"))
+        login_dropped(scheduler)
+
+        scheduler.dispatcher.dispatch_due()
+
+        skipped = [s for s in _all_steps(scheduler) if s["status"] == "skipped"]
+        assert [s["reason"] for s in skipped] == ["over budget: at most 1 marketing per P3D"]
+        assert len(channel.sent) == 1
+
+    def test_transactional_messages_are_exempt(self, scheduler: Scheduler, channel: FakeChannel) -> None:
+        scheduler.add_customer()
+        scheduler.save_settings(
+            frequency_caps=[FrequencyCap(classes=["marketing", "service"], max=0, per=timedelta(days=1))]
+        )
+        scheduler.purchase()
+
+        scheduler.run_until(START)
+
+        assert [m.subject for m in channel.sent] == ["Thank you for your order o-1"]
+
+
+class TestQuietHours:
+    def test_a_step_due_at_night_waits_for_the_local_morning(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer(timezone="America/New_York")
+        scheduler.clock.set(datetime(2026, 1, 6, 3, 0, tzinfo=UTC))  # 22:00 in New York
+        scheduler.add_playbook(marketing_playbook("promo_a"))
+        login_dropped(scheduler)
+
+        scheduler.dispatcher.dispatch_due()
+
+        assert channel.sent == []
+        waiting = [s for s in _all_steps(scheduler) if s["playbook_key"] == "promo_a"][0]
+        assert waiting["status"] == "scheduled"
+        assert waiting["due_at"] == datetime(2026, 1, 6, 14, 0, tzinfo=UTC)  # 09:00 New York
+        assert waiting["reason"] == "deferred: quiet hours for email (21:00-09:00 America/New_York)"
+
+        scheduler.run_until(datetime(2026, 1, 6, 14, 0, tzinfo=UTC))
+
+        assert [m.subject for m in channel.sent] == ["We miss you at Kissa Tokyo"]
+
+    def test_the_same_moment_is_daytime_for_another_customer(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer(timezone="Asia/Tokyo")
+        scheduler.clock.set(datetime(2026, 1, 6, 3, 0, tzinfo=UTC))  # 12:00 in Tokyo
+        scheduler.add_playbook(marketing_playbook("promo_a"))
+        login_dropped(scheduler)
+
+        scheduler.dispatcher.dispatch_due()
+
+        assert len(channel.sent) == 1
+
+    def test_the_transactional_thank_you_is_not_held_at_night(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer(timezone="Asia/Tokyo")
+        night = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)  # midnight in Tokyo
+        scheduler.clock.set(night)
+        scheduler.purchase(at=night)
+
+        scheduler.run_until(night)
+
+        assert [m.subject for m in channel.sent] == ["Thank you for your order o-1"]
+
+
+class TestHoldoutAtDispatch:
+    def test_a_control_group_customer_gets_no_marketing_but_the_run_is_recorded(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.clock.set(datetime(2026, 1, 5, 2, 0, tzinfo=UTC))
+        document = marketing_playbook("everyone_control")
+        document["control_group_percent"] = 50
+        # CUSTOMER c1 lands in the control half of this playbook (deterministic hash).
+        scheduler.add_playbook(document)
+        scheduler.save_settings(global_holdout_percent=0)
+        login_dropped(scheduler)
+
+        scheduler.dispatcher.dispatch_due()
+
+        (run,) = [r for r in scheduler.runs() if r["playbook_key"] == "everyone_control"]
+        step = [s for s in _all_steps(scheduler) if s["playbook_key"] == "everyone_control"][0]
+        if run["holdout_group"] == "control":
+            assert (step["status"], step["reason"]) == ("skipped", "holdout: control group of this playbook")
+        else:
+            assert run["holdout_group"] == "treated"
+            assert step["status"] in ("sent", "scheduled")
+
+
+class TestSurveySteps:
+    def test_the_survey_link_is_sent_through_the_channel(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.purchase("o-5")
+        survey_due = scheduler.steps()["satisfaction_survey"]["due_at"]
+
+        scheduler.run_until(survey_due)
+
+        (request,) = scheduler.surveys.invited
+        assert request["survey"] == "csat"
+        assert request["context"] == {"type": "order", "id": "o-5"}
+        assert request["idempotency_key"] == f"{SHOP}.post_purchase.o-5.satisfaction_survey"
+        survey_mail = channel.sent[-1]
+        assert survey_mail.subject == "How satisfied are you with your order?"
+        assert "https://surveys.test/i/1" in survey_mail.text
+
+    def test_survey_fatigue_skips_the_step_with_its_reason(self, scheduler: Scheduler) -> None:
+        scheduler.add_customer()
+        scheduler.purchase()
+        scheduler.surveys.fatigued = True
+
+        scheduler.run_until(scheduler.steps()["satisfaction_survey"]["due_at"])
+
+        step = scheduler.steps()["satisfaction_survey"]
+        assert (step["status"], step["reason"]) == ("skipped", "survey_fatigue")
+
+    def test_an_open_ticket_pauses_the_survey_until_it_is_resolved(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.purchase()
+        scheduler.handle(handlers.trigger, scheduler.event("ticket_opened", {"ticket_id": "T-1"}))
+
+        survey_due = scheduler.steps()["satisfaction_survey"]["due_at"]
+        assert scheduler.steps()["satisfaction_survey"]["status"] == "paused"
+        scheduler.run_until(survey_due + timedelta(days=1))
+        assert scheduler.surveys.invited == []
+        assert scheduler.steps()["usage_tips"]["status"] == "sent"  # only surveys wait
+
+        scheduler.handle(handlers.trigger, scheduler.event("ticket_resolved", {"ticket_id": "T-1"}))
+        step = scheduler.steps()["satisfaction_survey"]
+        assert (step["status"], step["reason"]) == ("scheduled", "resumed: ticket_resolved")
+        scheduler.dispatcher.dispatch_due()
+
+        assert len(scheduler.surveys.invited) == 1
+
+
+class TestExits:
+    def test_a_purchase_ends_a_reactivation_run(self, scheduler: Scheduler) -> None:
+        scheduler.add_customer()
+        scheduler.handle(
+            handlers.trigger, scheduler.event("segment_changed", {"from": "loyal", "to": "dormant"})
+        )
+        run = [r for r in scheduler.runs() if r["playbook_key"] == "reactivation_dormant"][0]
+        assert run["status"] == "active"
+
+        scheduler.purchase("o-back")
+
+        run = [r for r in scheduler.runs() if r["playbook_key"] == "reactivation_dormant"][0]
+        assert (run["status"], run["exit_reason"]) == ("exited", "exit: purchase_made")
+        reactivation = [s for s in _all_steps(scheduler) if s["playbook_key"] == "reactivation_dormant"]
+        assert {s["status"] for s in reactivation} == {"cancelled"}
+
+    def test_a_resolved_ticket_ends_its_escalation(self, scheduler: Scheduler) -> None:
+        scheduler.add_customer()
+        scheduler.handle(
+            handlers.trigger, scheduler.event("ticket_opened", {"ticket_id": "T-9", "priority": "critical"})
+        )
+        steps = {s["step_key"]: s for s in _all_steps(scheduler) if s["playbook_key"] == "ticket_support"}
+        assert set(steps) == {"acknowledgement", "escalate_critical"}  # the 24 h escalation is for others
+        assert steps["escalate_critical"]["due_at"] == START + timedelta(hours=4)
+
+        scheduler.handle(handlers.trigger, scheduler.event("ticket_resolved", {"ticket_id": "T-9"}))
+
+        steps = {s["step_key"]: s for s in _all_steps(scheduler) if s["playbook_key"] == "ticket_support"}
+        assert steps["escalate_critical"]["status"] == "cancelled"
+        # The resolution starts the CES survey playbook.
+        assert any(s["playbook_key"] == "ticket_ces" for s in _all_steps(scheduler))
+
+    def test_a_detractor_gets_service_recovery_and_staff_a_task(self, scheduler: Scheduler) -> None:
+        scheduler.add_customer()
+        answer = {"survey_id": "s1", "response_id": "r1", "kind": "nps", "score": 2, "detractor": True}
+        promoter = {**answer, "response_id": "r2", "score": 10, "detractor": False}
+
+        scheduler.handle(handlers.trigger, scheduler.event("survey_answered", answer))
+        scheduler.handle(handlers.trigger, scheduler.event("survey_answered", promoter))
+
+        steps = [s for s in _all_steps(scheduler) if s["playbook_key"] == "nps_detractor_recovery"]
+        assert sorted((s["step_key"], s["action"]) for s in steps) == [
+            ("service_recovery", "message"),
+            ("staff_task", "staff_task"),
+        ]
+
+    def test_a_staff_task_without_a_webhook_is_skipped_with_the_reason(self, scheduler: Scheduler) -> None:
+        scheduler.add_customer()
+        answer = {"survey_id": "s1", "response_id": "r1", "kind": "nps", "score": 2, "detractor": True}
+        scheduler.handle(handlers.trigger, scheduler.event("survey_answered", answer))
+
+        scheduler.dispatcher.dispatch_due()
+
+        task = [s for s in _all_steps(scheduler) if s["step_key"] == "staff_task"][0]
+        assert task["status"] == "skipped"
+        assert task["reason"] == "webhook: channel not configured (staff tasks go to the shop's webhook)"
+
+
+class TestBirthdays:
+    def test_a_birthday_starts_one_greeting_a_year(self, scheduler: Scheduler) -> None:
+        scheduler.handle(
+            handlers.customer_upserted,
+            scheduler.event(
+                "customer_upserted",
+                {
+                    "created": True,
+                    "email": "a@example.com",
+                    "timezone": "Asia/Tokyo",
+                    "birthday": "1990-01-06",
+                },
+            ),
+        )
+        scheduler.clock.set(datetime(2026, 1, 5, 16, 0, tzinfo=UTC))  # 01:00 on 6 January in Tokyo
+
+        start_birthday_runs(scheduler.uow_factory)
+        start_birthday_runs(scheduler.uow_factory)
+
+        runs = [r for r in scheduler.runs() if r["playbook_key"] == "birthday"]
+        assert len(runs) == 1
+        (greeting,) = [s for s in _all_steps(scheduler) if s["playbook_key"] == "birthday"]
+        assert greeting["due_at"] == datetime(2026, 1, 6, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo
+
+    def test_no_greeting_on_another_day(self, scheduler: Scheduler) -> None:
+        scheduler.handle(
+            handlers.customer_upserted,
+            scheduler.event("customer_upserted", {"created": True, "birthday": "1990-03-01"}),
+        )
+
+        start_birthday_runs(scheduler.uow_factory)
+
+        assert scheduler.runs() == []
+
+
+def _all_steps(scheduler: Scheduler) -> list[dict[str, Any]]:
+    with scheduler.engine.connect() as connection:
+        rows = connection.execute(select(tables.steps).order_by(tables.steps.c.due_at)).mappings()
+        return [dict(row) for row in rows]
+
+
+class TestErasure:
+    def test_erasure_cancels_pending_and_paused_steps_and_forgets_the_customer(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.purchase("o-1")
+        scheduler.run_until(START)  # the thank-you goes out and is recorded
+        scheduler.handle(handlers.trigger, scheduler.event("ticket_opened", {"ticket_id": "T-1"}))
+        assert scheduler.steps()["satisfaction_survey"]["status"] == "paused"
+
+        scheduler.handle(erasure.customer_erased, scheduler.event("customer_erased", {"erasure_id": "er_1"}))
+
+        steps = scheduler.steps()
+        assert steps["thank_you"]["status"] == "sent"
+        assert {steps[k]["status"] for k in STEP_KEYS[1:]} == {"cancelled"}
+        (completed,) = scheduler.outbox("erasure_completed")
+        assert completed["data"]["purged"] == {
+            "contact_points": 1,
+            "rendered_messages": 1,
+            "pending_followups_cancelled": 6,  # four post-purchase steps and the ticket's two
+            "purchase_history": 1,
+        }
+        with scheduler.engine.connect() as connection:
+            for table in (tables.contacts, tables.messages, tables.purchases, tables.customer_products):
+                assert connection.execute(select(table)).first() is None, table.name
+            contexts = connection.execute(select(tables.runs.c.context)).scalars().all()
+        assert contexts and all(context == {"erased": True} for context in contexts)
+
+
+class TestShopChannels:
+    """The dispatcher with the shop's own channel configuration, against a real local HTTP server."""
+
+    def configure(
+        self, scheduler: Scheduler, channel: str, settings: dict[str, Any], secrets: dict[str, Any]
+    ) -> None:
+        with scheduler.uow_factory() as uow:
+            uow.repo.save_channel_config(
+                {
+                    "shop_id": SHOP,
+                    "channel": channel,
+                    "enabled": True,
+                    "settings": settings,
+                    "secrets": secrets,
+                    "updated_at": scheduler.clock.now(),
+                }
+            )
+            uow.commit()
+
+    def with_directory(self, scheduler: Scheduler, fallback: FakeChannel) -> None:
+        scheduler.dispatcher.directory = ChannelDirectory(
+            {"email": fallback}, httpx.Client(timeout=5), RetryPolicy(attempts=2, initial_s=0.01, max_s=0.02)
+        )
+
+    def test_a_detractors_staff_task_reaches_the_shops_webhook(
+        self, scheduler: Scheduler, channel: FakeChannel, http_server: Any
+    ) -> None:
+        self.with_directory(scheduler, channel)
+        self.configure(scheduler, "webhook", {"url": f"{http_server.url}/hook"}, {"secret": "s" * 20})
+        scheduler.add_customer()
+        answer = {"survey_id": "s1", "response_id": "r1", "kind": "nps", "score": 2, "detractor": True}
+        scheduler.handle(handlers.trigger, scheduler.event("survey_answered", answer))
+
+        scheduler.dispatcher.dispatch_due()
+
+        (request,) = http_server.requests
+        payload = request.json()
+        assert (payload["type"], payload["step"], payload["customer_id"]) == (
+            "followup.staff_task",
+            "staff_task",
+            CUSTOMER,
+        )
+        assert "answered 2 to the NPS survey" in payload["message"]["text"]
+        assert verify("s" * 20, request.headers["retention-signature"], request.body, now=time.time())
+        task = [s for s in _all_steps(scheduler) if s["step_key"] == "staff_task"][0]
+        assert (task["status"], task["channel"]) == ("sent", "webhook")
+
+    def test_a_misconfigured_sms_provider_fails_the_step_and_dispatch_goes_on(
+        self, scheduler: Scheduler, channel: FakeChannel, http_server: Any
+    ) -> None:
+        self.with_directory(scheduler, channel)
+        self.configure(
+            scheduler,
+            "sms",
+            {"base_url": http_server.url, "account_sid": "AC1", "from_number": "+1555"},
+            {"auth_token": "wrong"},
+        )
+        http_server.answer(401, {"message": "Authenticate"})
+        scheduler.add_customer(consents=("sms",))
+        scheduler.handle(
+            handlers.customer_upserted,
+            scheduler.event(
+                "customer_upserted", {"created": False, "phone": "+819012345678", "timezone": "Asia/Tokyo"}
+            ),
+        )
+        scheduler.purchase("o-1")
+        scheduler.purchase("o-2")
+
+        assert scheduler.dispatcher.dispatch_due() == 2
+
+        failed = [s for s in _all_steps(scheduler) if s["status"] == "failed"]
+        assert len(failed) == 1 and failed[0]["reason"].startswith("SMS provider: HTTP 401")
+        assert [s["status"] for s in _all_steps(scheduler) if s["step_key"] == "thank_you"].count("sent") == 1
+        (event,) = scheduler.outbox("followup_failed")
+        assert event["data"]["permanent"] is True and event["data"]["channel"] == "sms"

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from followup_scheduler.domain.planning import plan_run
 from followup_scheduler.domain.playbook import Playbook, Step, Window, due_time
 from followup_scheduler.service_layer.defaults import default_playbooks
 
@@ -143,35 +144,154 @@ class TestPlaybookValidation:
             Playbook.model_validate(playbook_document(owner="someone"))
 
 
+def packaged(key: str) -> Playbook:
+    return {playbook.key: playbook for playbook in default_playbooks()}[key]
+
+
 class TestDefaultPlaybook:
     def test_the_packaged_post_purchase_timeline(self) -> None:
-        (playbook,) = default_playbooks()
+        playbook = packaged("post_purchase")
 
         assert playbook.key == "post_purchase"
         assert playbook.trigger.event == "purchase_made"
         assert playbook.trigger.business_key == "order_id"
-        assert [(rule.event, rule.same_business_key) for rule in playbook.exit] == [("refund_issued", True)]
+        assert [(rule.event, rule.same_business_key, rule.effect) for rule in playbook.exit] == [
+            ("refund_issued", True, "end"),
+            ("ticket_opened", False, "pause_surveys"),
+        ]
         delays = {step.key: step.delay for step in playbook.steps}
-        assert list(delays) == ["thank_you", "delivery_check", "usage_tips", "one_month_check_in"]
+        assert list(delays) == [
+            "thank_you",
+            "delivery_check",
+            "usage_tips",
+            "satisfaction_survey",
+            "one_month_check_in",
+        ]
         assert delays["thank_you"] == timedelta(0)
         assert delays["delivery_check"] == Window(earliest=timedelta(days=1), latest=timedelta(days=2))
         assert delays["usage_tips"] == Window(earliest=timedelta(days=3), latest=timedelta(days=5))
+        assert delays["satisfaction_survey"] == Window(earliest=timedelta(days=7), latest=timedelta(days=8))
         assert isinstance(delays["one_month_check_in"], Window)
         assert delays["one_month_check_in"].earliest >= timedelta(days=28)
 
     def test_the_thank_you_is_transactional_and_the_check_in_is_marketing(self) -> None:
-        (playbook,) = default_playbooks()
+        playbook = packaged("post_purchase")
         priorities = {step.key: playbook.priority_of(step) for step in playbook.steps}
 
         assert priorities == {
             "thank_you": "transactional",
             "delivery_check": "service",
             "usage_tips": "service",
+            "satisfaction_survey": "survey",
             "one_month_check_in": "marketing",
         }
 
-    def test_the_packaged_playbook_round_trips_through_its_stored_form(self) -> None:
-        (playbook,) = default_playbooks()
-        stored = playbook.model_dump(mode="json", by_alias=True)
+    def test_the_packaged_playbooks_round_trip_through_their_stored_form(self) -> None:
+        for playbook in default_playbooks():
+            stored = playbook.model_dump(mode="json", by_alias=True)
 
-        assert Playbook.model_validate(stored) == playbook
+            assert Playbook.model_validate(stored) == playbook
+
+
+class TestTriggerConditions:
+    def plan(self, conditions: dict[str, Any], data: dict[str, Any], **customer: Any) -> list[str]:
+        document = {
+            "key": "conditional",
+            "name": "Conditional",
+            "trigger": {"event": "purchase_made", "business_key": "order_id", "conditions": conditions},
+            "steps": [{"key": "hello", "delay": "PT0S", "channels": ["email"], "template": "t.x"}],
+        }
+        now = datetime(2026, 1, 5, tzinfo=UTC)
+        return plan_run(
+            Playbook.model_validate(document),
+            shop_id="s",
+            customer_id="c",
+            event_type="purchase_made",
+            event_id="e1",
+            event_time=now,
+            data=data,
+            customer=customer,
+            now=now,
+            key_taken=False,
+            previous_run_at=None,
+            global_holdout_percent=0,
+        ).reasons
+
+    def test_amount_at_or_above(self) -> None:
+        assert self.plan({"min_amount": "5000"}, {"amount": "5000"}) == []
+        assert self.plan({"min_amount": "5000"}, {"amount": "4999.99"}) == ["amount '4999.99' below 5000"]
+
+    def test_first_purchase(self) -> None:
+        assert self.plan({"first_purchase": True}, {}, purchase_count=1) == []
+        assert self.plan({"first_purchase": True}, {}, purchase_count=2) == ["not the first purchase"]
+        assert self.plan({"first_purchase": False}, {}, purchase_count=1) == ["a first purchase"]
+
+    def test_product_category(self) -> None:
+        items = [{"sku": "a", "category": "tea"}, {"sku": "b"}]
+
+        assert self.plan({"product_category_in": ["tea"]}, {"items": items}) == []
+        assert self.plan({"product_category_in": ["cups"]}, {"items": items}) == [
+            "no item in categories ['cups']"
+        ]
+
+    def test_customer_facts_and_event_fields(self) -> None:
+        conditions = {"tier_in": ["gold"], "churn_band_in": ["high"], "data_equals": {"channel": "web"}}
+
+        assert self.plan(conditions, {"channel": "web"}, tier="gold", churn_band="high") == []
+        assert self.plan(conditions, {"channel": "app"}, tier="silver", churn_band="low") == [
+            "tier 'silver' not in ['gold']",
+            "churn band 'low' not in ['high']",
+            "channel is 'app', not 'web'",
+        ]
+
+
+class TestReentry:
+    def test_once_per_days(self) -> None:
+        document = {
+            "key": "nudge",
+            "name": "Nudge",
+            "trigger": {"event": "login_dropped"},
+            "steps": [{"key": "hello", "delay": "PT0S", "channels": ["email"], "template": "t.x"}],
+            "reentry": {"policy": "once_per_days", "days": 30},
+        }
+        playbook = Playbook.model_validate(document)
+        now = datetime(2026, 3, 1, tzinfo=UTC)
+
+        def reasons(previous: datetime | None) -> list[str]:
+            return plan_run(
+                playbook,
+                shop_id="s",
+                customer_id="c",
+                event_type="login_dropped",
+                event_id="e9",
+                event_time=now,
+                data={},
+                customer={},
+                now=now,
+                key_taken=False,
+                previous_run_at=previous,
+                global_holdout_percent=0,
+            ).reasons
+
+        assert reasons(None) == []
+        assert reasons(now - timedelta(days=31)) == []
+        assert reasons(now - timedelta(days=29)) == ["re-entry: the last run started less than 30 days ago"]
+
+    def test_once_per_days_needs_days(self) -> None:
+        with pytest.raises(ValidationError, match="once_per_days needs days"):
+            Playbook.model_validate(
+                {
+                    "key": "x",
+                    "name": "X",
+                    "trigger": {"event": "login_dropped"},
+                    "steps": [{"key": "a", "delay": "PT0S", "channels": ["email"], "template": "t.x"}],
+                    "reentry": {"policy": "once_per_days"},
+                }
+            )
+
+    def test_a_window_may_be_written_as_a_range(self) -> None:
+        step = Step.model_validate(
+            {"key": "a", "delay": "P1D..P2D", "channels": ["email"], "template": "t.x"}
+        )
+
+        assert step.delay == Window(earliest=timedelta(days=1), latest=timedelta(days=2))

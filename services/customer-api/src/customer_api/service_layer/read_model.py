@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from customer_api.adapters import tables
+from customer_api.adapters.repository import CustomerRepository
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events.envelope import Envelope
 
@@ -151,7 +152,35 @@ def apply_insights(events: Sequence[Envelope], uow: CustomerApiUnitOfWork) -> No
         )
 
 
+def consent_changed_elsewhere(event: Envelope, uow: CustomerApiUnitOfWork) -> None:
+    """A consent another service recorded, e.g. a one-click unsubscribe handled by the scheduler.
+
+    The customer's consent record here is the one shops read, so it follows (with the history
+    row naming the source). Not published again: every service already heard the original.
+    """
+    if event.source == "customer-api" or event.customer_id is None:
+        return  # our own event, already applied
+    repository = CustomerRepository(uow.session)
+    if repository.get(event.shop_id, event.customer_id) is None:
+        return  # erased, or never known here: nothing to bring back
+    current = repository.consents(event.shop_id, event.customer_id).get(event.data["channel"])
+    if current is not None and (
+        current["granted"] == event.data["granted"] or current["changed_at"] > event.time
+    ):
+        return  # nothing new, or the shop has changed it since
+    repository.set_consent(
+        event.shop_id,
+        event.customer_id,
+        event.data["channel"],
+        event.data["granted"],
+        event.data.get("legal_basis", "consent"),
+        event.data.get("source", event.source),
+        event.time,
+    )
+
+
 HANDLERS = {
+    "consent_changed": consent_changed_elsewhere,
     "segment_changed": segment_changed,
     "churn_risk_changed": churn_risk_changed,
     "survey_answered": survey_answered,

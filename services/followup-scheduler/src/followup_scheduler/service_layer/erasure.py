@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from followup_scheduler.adapters.tables import contacts, messages, runs
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
@@ -39,8 +39,14 @@ def customer_erased(event: Envelope, uow: SchedulerUnitOfWork) -> None:
                     reason=REASON,
                 ),
             )
-    # Run contexts hold the triggering event (order lines, amounts), not contact data; they stay
-    # so that the shop's conversion figures keep their counts.
+    # Runs stay (without their triggering event's data) so that the shop's holdout figures keep
+    # their denominators; the event's data (order lines, a birthday) goes.
+    uow.session.execute(
+        update(runs)
+        .where(runs.c.shop_id == event.shop_id, runs.c.customer_id == event.customer_id)
+        .values(context={"erased": True})
+    )
+    removed_purchases = uow.repo.delete_customer_purchases(event.shop_id, event.customer_id)
     removed_messages = uow.session.execute(
         delete(messages).where(
             messages.c.shop_id == event.shop_id, messages.c.customer_id == event.customer_id
@@ -62,6 +68,7 @@ def customer_erased(event: Envelope, uow: SchedulerUnitOfWork) -> None:
                 "contact_points": _count(removed_contacts),
                 "rendered_messages": _count(removed_messages),
                 "pending_followups_cancelled": cancelled,
+                "purchase_history": removed_purchases,
             },
         ),
     )
