@@ -127,21 +127,22 @@ def benchmark(
 
 
 def plan(only: list[str] | None) -> list[Benchmark]:
-    """The benchmarks to run, in registration order, with everything they need before them."""
-    if not only:
-        return list(BENCHMARKS.values())
-    unknown = [name for name in only if name not in BENCHMARKS]
+    """The benchmarks to run, in registration order, each after everything it needs.
+
+    Registration order alone is not enough: a module may import another benchmark module and so
+    register it before its baseline."""
+    unknown = [name for name in only or [] if name not in BENCHMARKS]
     if unknown:
         raise KeyError(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
-    wanted: set[str] = set()
+    ordered: list[Benchmark] = []
 
     def want(name: str) -> None:
-        if name in wanted:
+        if any(definition.name == name for definition in ordered):
             return
-        wanted.add(name)
         for dependency in BENCHMARKS[name].needs:
             want(dependency)
+        ordered.append(BENCHMARKS[name])
 
-    for name in only:
+    for name in only or list(BENCHMARKS):
         want(name)
-    return [definition for definition in BENCHMARKS.values() if definition.name in wanted]
+    return ordered
