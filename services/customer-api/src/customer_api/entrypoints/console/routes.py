@@ -581,29 +581,26 @@ def build_console_router(
             errors = answer.field_errors or {"body": answer.detail}
         return await settings_page(page, status=422, loyalty_errors=errors, loyalty_form=fields)
 
-    @router.post("/settings/followup")
-    async def save_followup_settings(request: Request, page: SignedIn) -> Response:
+    async def save_yaml_setting(request: Request, page: SignedIn, section: str, api_path: str) -> Response:
+        """A settings section edited as one YAML document and PUT to its service's API."""
         page.require("admin")
         fields = await form_fields(request)
         document, errors = views.yaml_document(fields.get("document", ""))
         if not errors:
-            answer = await page.api("PUT", "/v1/followup/settings", json=document)
+            answer = await page.api("PUT", api_path, json=document)
             if answer.ok:
-                return RedirectResponse(f"{PREFIX}/settings?notice=saved#followup", 303)
+                return RedirectResponse(f"{PREFIX}/settings?notice=saved#{section}", 303)
             errors = answer.field_errors or {"document": answer.detail}
-        return await settings_page(page, status=422, followup_errors=errors, followup_form=fields)
+        extra: dict[str, Any] = {f"{section}_errors": errors, f"{section}_form": fields}
+        return await settings_page(page, status=422, **extra)
+
+    @router.post("/settings/followup")
+    async def save_followup_settings(request: Request, page: SignedIn) -> Response:
+        return await save_yaml_setting(request, page, "followup", "/v1/followup/settings")
 
     @router.post("/settings/segmentation")
     async def save_segmentation_settings(request: Request, page: SignedIn) -> Response:
-        page.require("admin")
-        fields = await form_fields(request)
-        document, errors = views.yaml_document(fields.get("document", ""))
-        if not errors:
-            answer = await page.api("PUT", "/v1/segmentation/config", json=document)
-            if answer.ok:
-                return RedirectResponse(f"{PREFIX}/settings?notice=saved#segmentation", 303)
-            errors = answer.field_errors or {"document": answer.detail}
-        return await settings_page(page, status=422, segmentation_errors=errors, segmentation_form=fields)
+        return await save_yaml_setting(request, page, "segmentation", "/v1/segmentation/config")
 
     # --- playbooks --------------------------------------------------------------------------------
 
