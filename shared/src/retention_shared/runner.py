@@ -111,6 +111,15 @@ class Workers:
                 for job in runtime.jobs:
                     self._spawn(f"{runtime.name}-{job.name}", self._periodic(job.run, job.interval_s))
 
+    def check_alive(self) -> None:
+        """A readiness check: fails when a loop's thread has ended while nobody asked it to stop
+        (an uncaught error), so the process is reported and restarted rather than silently idle."""
+        if self._stopping.is_set():
+            return
+        ended = [loop.name for loop in self._loops if not loop.thread.is_alive()]
+        if ended:
+            raise RuntimeError(f"background loops ended unexpectedly: {', '.join(ended)} (see the logs)")
+
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
         self._loops.append(_Loop(name, thread, self._stopping.set))

@@ -38,7 +38,11 @@ class Principal:
 
 class KeyDirectory(Protocol):
     def lookup(self, key_hash: str) -> Principal | None:
-        """The principal of a live key with this hash, or None."""
+        """The principal of a live key with this hash, or None. May block on the database."""
+        ...
+
+    def remembered(self, key_hash: str) -> tuple[bool, Principal | None]:
+        """(True, the answer) when a fresh answer is at hand without I/O, else (False, None)."""
         ...
 
 
@@ -154,12 +158,18 @@ class CachedKeyDirectory:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def lookup(self, key_hash: str) -> Principal | None:
-        now = time.monotonic()
+    def remembered(self, key_hash: str) -> tuple[bool, Principal | None]:
         with self._lock:
             cached = self._cache.get(key_hash)
-        if cached and now - cached[0] < self._ttl_s:
-            return cached[1]
+        if cached and time.monotonic() - cached[0] < self._ttl_s:
+            return True, cached[1]
+        return False, None
+
+    def lookup(self, key_hash: str) -> Principal | None:
+        known, principal = self.remembered(key_hash)
+        if known:
+            return principal
+        now = time.monotonic()
         with self._engine.connect() as connection:
             row = connection.execute(
                 select(self._table.c.key_id, self._table.c.shop_id, self._table.c.scopes).where(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -249,3 +250,54 @@ class TestBatchHandlers:
         assert applied_ids(uow_factory) == ["a", "b"]
         assert [value for _, _, value, _ in dlq.sent] == [records[1].value]
         assert outbox_count(uow_factory) == 2
+
+
+class TestBatchFallback:
+    """A failing batch is halved until the poison event stands alone; the rest still go in groups."""
+
+    def test_a_poison_event_in_a_big_batch_is_dead_lettered_and_the_rest_apply_in_order(
+        self, uow_factory: Any
+    ) -> None:
+        calls: list[list[str]] = []
+
+        def apply_all(events: list[Envelope], uow: SqlAlchemyUnitOfWork) -> None:
+            calls.append([e.id for e in events])
+            for event in events:
+                if event.id == "e5":
+                    raise ValueError("cannot apply")
+                record_application(event, uow)
+
+        dlq = FakePublisher()
+        records = [login_record(i, f"e{i}") for i in range(8)]
+        subscriber = FakeSubscriber(records)
+        ConsumerRunner(
+            service="t",
+            group="g",
+            subscriber=subscriber,
+            dead_letters=dlq,
+            uow_factory=uow_factory,
+            handlers={},
+            batch_handler=apply_all,
+            batch_types=frozenset({"login_recorded"}),
+            retry_delay_s=0,
+            max_attempts=2,
+        ).run_once()
+        assert applied_ids(uow_factory) == ["e0", "e1", "e2", "e3", "e4", "e6", "e7"]
+        assert [value for _, _, value, _ in dlq.sent] == [records[5].value]
+        assert subscriber.committed == list(range(8))
+        assert ["e0", "e1", "e2", "e3"] in calls  # the clean half went in one call
+        assert ["e6", "e7"] in calls
+        assert calls.count(["e5"]) == 2  # alone, it had its retries before the dead-letter topic
+        assert outbox_count(uow_factory) == 7
+
+
+class TestFastDecoding:
+    def test_records_the_fast_path_refuses_keep_the_reference_error(self, uow_factory: Any) -> None:
+        dlq = FakePublisher()
+        bad_data = {**json.loads(login_record(0, "x").value), "type": "purchase_made", "data": {}}
+        subscriber = FakeSubscriber([raw_record(0, bad_data), raw_record(1, [1, 2]), login_record(2, "ok")])
+        runner(subscriber, dlq, uow_factory).run_once()
+        assert applied_ids(uow_factory) == ["ok"]
+        errors = [headers["error"] for _, _, _, headers in dlq.sent]
+        assert b"data.order_id" in errors[0]
+        assert errors[1] == b"envelope must be a JSON object"

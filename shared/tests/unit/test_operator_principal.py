@@ -18,6 +18,9 @@ class OneKeyDirectory:
             return Principal("shop-a", "key-1", frozenset({"read"}))
         return None
 
+    def remembered(self, key_hash: str) -> tuple[bool, Principal | None]:
+        return False, None  # always "looked up", as a cold cache would
+
 
 def _client() -> TestClient:
     authenticate = principal_dependency(lambda _request: OneKeyDirectory(), operator_token=OPERATOR_TOKEN)

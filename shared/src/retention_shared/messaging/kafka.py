@@ -8,7 +8,14 @@ from contextlib import suppress
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from retention_shared.messaging.ports import PublishError, Record
@@ -49,6 +56,10 @@ class KafkaPublisher:
 
     def close(self) -> None:
         self._producer.close(timeout=10)
+
+
+# Offset commits refused because the group's membership moved on since the poll.
+REBALANCED = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
 
 
 class KafkaSubscriber:
@@ -105,9 +116,11 @@ class KafkaSubscriber:
                 offsets[partition] = OffsetAndMetadata(next_offset, "", -1)
         try:
             self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The group rebalanced under us. The effects are already committed in the DB, and the
-            # inbox will drop the redelivered records, so this loses nothing.
+        except REBALANCED as exc:
+            # The group rebalanced under us (kafka-python 3 may raise the broker's own error
+            # rather than CommitFailedError; uncaught, it would end the consumer thread). The
+            # effects are already committed in the DB, and the inbox will drop the redelivered
+            # records, so this loses nothing.
             log.warning("offset commit failed after rebalance: %s", exc)
 
     def rewind(self, records: Sequence[Record]) -> None:

@@ -33,7 +33,7 @@ from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.logs import correlation_id
 from retention_shared.problems import Problem
 from retention_shared.tenancy import Principal
-from retention_shared.web import require_scope
+from retention_shared.web import Authenticator, require_scope
 
 MAX_UPLOAD_BYTES = 2 * 1024**3
 MAPPING_HEADER = "X-Import-Mapping"
@@ -60,7 +60,7 @@ class ImportResult(BaseModel):
 def build_import_router(
     *,
     uow_factory: Callable[[], CustomerApiUnitOfWork],
-    authenticate: Callable[..., Principal],
+    authenticate: Authenticator,
     max_bytes: int = MAX_UPLOAD_BYTES,
     spool_dir: Path | None = None,
 ) -> APIRouter:

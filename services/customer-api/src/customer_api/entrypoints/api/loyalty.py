@@ -23,7 +23,7 @@ from customer_api.service_layer import loyalty
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.tenancy import Principal
-from retention_shared.web import require_scope
+from retention_shared.web import Authenticator, require_scope
 
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="The shop's own customer id (≤128 chars)")]
 MAX_REDEMPTION = 1_000_000_000
@@ -134,7 +134,7 @@ class LoyaltySettingsRead(BaseModel):
 
 
 def build_loyalty_router(
-    *, uow_factory: Callable[[], CustomerApiUnitOfWork], authenticate: Callable[..., Principal]
+    *, uow_factory: Callable[[], CustomerApiUnitOfWork], authenticate: Authenticator
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["loyalty"])
     can_read = require_scope(authenticate, "customers:read")

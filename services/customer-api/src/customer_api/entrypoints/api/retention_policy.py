@@ -13,7 +13,7 @@ from customer_api.service_layer import retention_policy
 from customer_api.service_layer.retention_policy import MAX_RAW_EVENT_DAYS, MIN_RAW_EVENT_DAYS
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.tenancy import Principal
-from retention_shared.web import require_scope
+from retention_shared.web import Authenticator, require_scope
 
 
 class RetentionPolicyWrite(BaseModel):
@@ -34,7 +34,7 @@ class RetentionPolicyRead(BaseModel):
 
 
 def build_retention_policy_router(
-    *, uow_factory: Callable[[], CustomerApiUnitOfWork], authenticate: Callable[..., Principal]
+    *, uow_factory: Callable[[], CustomerApiUnitOfWork], authenticate: Authenticator
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["privacy"])
     is_admin = require_scope(authenticate, "admin")

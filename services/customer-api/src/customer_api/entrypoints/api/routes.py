@@ -44,7 +44,7 @@ from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.problems import Problem
 from retention_shared.tenancy import Principal
-from retention_shared.web import bearer_token, require_scope
+from retention_shared.web import Authenticator, bearer_token, require_scope
 
 KeyId = Annotated[str, Path(pattern=ID_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -55,7 +55,7 @@ CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="The shop's own
 def build_router(
     *,
     uow_factory: Callable[[], CustomerApiUnitOfWork],
-    authenticate: Callable[..., Principal],
+    authenticate: Authenticator,
     admin_token: str,
     signing_secret: str,
 ) -> APIRouter:

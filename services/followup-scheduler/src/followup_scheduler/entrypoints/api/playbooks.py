@@ -19,7 +19,7 @@ from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.problems import Problem, not_found
 from retention_shared.tenancy import Principal
-from retention_shared.web import require_scope
+from retention_shared.web import Authenticator, require_scope
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 PlaybookId = Annotated[str, Path(pattern=r"^pb_[0-9a-f]{16}$")]
@@ -178,7 +178,7 @@ def _invalid(errors: list[dict[str, str]]) -> Problem:
 def build_playbook_router(
     *,
     uow_factory: Callable[[], SchedulerUnitOfWork],
-    authenticate: Callable[..., Principal],
+    authenticate: Authenticator,
     renderer: Renderer,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/playbooks", tags=["playbooks"])

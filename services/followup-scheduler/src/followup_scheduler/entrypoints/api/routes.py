@@ -14,7 +14,7 @@ from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.problems import Problem, not_found
 from retention_shared.tenancy import Principal
-from retention_shared.web import require_scope
+from retention_shared.web import Authenticator, require_scope
 
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN)]
 StepId = Annotated[str, Path(pattern=r"^stp_[0-9a-f]{16}$")]
@@ -53,9 +53,7 @@ class FollowupList(BaseModel):
     followups: list[FollowupRead]
 
 
-def build_router(
-    *, uow_factory: Callable[[], SchedulerUnitOfWork], authenticate: Callable[..., Principal]
-) -> APIRouter:
+def build_router(*, uow_factory: Callable[[], SchedulerUnitOfWork], authenticate: Authenticator) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["followups"])
     can_read = require_scope(authenticate, "customers:read")
     can_write = require_scope(authenticate, "customers:write")

@@ -15,7 +15,7 @@ from followup_scheduler.service_layer.settings import load_settings
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.problems import Problem, not_found
 from retention_shared.tenancy import Principal
-from retention_shared.web import require_scope
+from retention_shared.web import Authenticator, require_scope
 
 
 class ChannelWrite(BaseModel):
@@ -50,7 +50,7 @@ def _channel_read(row: dict[str, Any]) -> ChannelRead:
 
 
 def build_settings_router(
-    *, uow_factory: Callable[[], SchedulerUnitOfWork], authenticate: Callable[..., Principal]
+    *, uow_factory: Callable[[], SchedulerUnitOfWork], authenticate: Authenticator
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["followup settings"])
     can_manage = require_scope(authenticate, "admin")

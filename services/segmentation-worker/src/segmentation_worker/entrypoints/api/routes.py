@@ -15,7 +15,7 @@ from pydantic import AwareDatetime
 from retention_shared.events.envelope import ID_PATTERN
 from retention_shared.problems import Problem, field_error, not_found
 from retention_shared.tenancy import Principal
-from retention_shared.web import PROBLEM_RESPONSES, require_scope
+from retention_shared.web import PROBLEM_RESPONSES, Authenticator, require_scope
 from segmentation_worker.domain.config import SegmentationConfig, config_from_document
 from segmentation_worker.entrypoints.api.schemas import (
     ChurnRisk,
@@ -45,7 +45,7 @@ Cursor = Annotated[str | None, Query(max_length=400, description="next_cursor of
 
 
 def build_router(
-    *, uow_factory: Callable[[], SegmentationUnitOfWork], authenticate: Callable[..., Principal]
+    *, uow_factory: Callable[[], SegmentationUnitOfWork], authenticate: Authenticator
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["segments"], responses=_problems(401, 403, 422, 429))
     can_read = require_scope(authenticate, "customers:read")

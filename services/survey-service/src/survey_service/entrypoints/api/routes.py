@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from retention_shared.problems import Problem, invalid
 from retention_shared.tenancy import Principal
-from retention_shared.web import require_scope
+from retention_shared.web import Authenticator, require_scope
 from survey_service.config import SurveySettings
 from survey_service.domain.surveys import COMMENT_MAX_CHARS, SCALES, pick_locale
 from survey_service.entrypoints.api.schemas import (
@@ -56,7 +56,7 @@ class Wiring:
     links: Links
     settings: SurveySettings
     answers: AnswerBatcher
-    authenticate: Callable[..., Principal]
+    authenticate: Authenticator
 
 
 def link_problem(state: LinkState) -> Problem:
