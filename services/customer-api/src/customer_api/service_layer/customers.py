@@ -179,18 +179,10 @@ def _apply_consents(
 
 
 def read_customer(*, uow: CustomerApiUnitOfWork, shop_id: str, customer_id: str) -> dict[str, Any]:
-    with uow:
-        customer = uow.customers.get(shop_id, customer_id)
+    with uow.reading():
+        customer = uow.customers.profile(shop_id, customer_id)
         if customer is None:
             raise not_found("customer")
-        consents = uow.customers.consents(shop_id, customer_id)
-        insights = uow.customers.insights(shop_id, customer_id)
-        upcoming = uow.customers.upcoming_followups(shop_id, customer_id, limit=5)
+        customer["next_followups"] = uow.customers.upcoming_followups(shop_id, customer_id, limit=5)
     customer.pop("shop_id", None)
-    customer["insights"] = insights
-    customer["next_followups"] = upcoming
-    customer["consents"] = {
-        channel: {k: row[k] for k in ("granted", "legal_basis", "source", "changed_at")}
-        for channel, row in consents.items()
-    }
     return customer
