@@ -15,6 +15,8 @@ from sqlalchemy import func, select
 from retention_shared.events.topics import ACTIVITY
 from retention_shared.messaging.consumer import ConsumerRunner
 from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber
+from retention_shared.messaging.ports import Record
+from retention_shared.testing.fakes import FakePublisher, FakeSubscriber
 from retention_shared.testing.infra import eventually
 from segmentation_worker.adapters import tables
 from segmentation_worker.domain.kpis import compute_kpis
@@ -67,6 +69,18 @@ class TestRecomputeOnPostgres:
         assert history == 150 + len(moved)
         fits = pg_service.client.get("/v1/models", headers=headers).json()
         assert fits["bgnbd"]["version"] == 1
+
+    def test_a_shop_without_buyers_recomputes_cleanly(self, pg_service: Service) -> None:
+        """Its quintile cut points are infinite, which a JSON column cannot hold: none are kept."""
+        pg_service.register_shop(SHOP)
+        with pg_service.uow_factory() as uow:
+            summary = recompute_shop(uow, SHOP, now=pg_service.clock.now())
+            uow.commit()
+        assert summary["customers"] == 0
+        stats = column(
+            pg_service, select(tables.shop_stats.c.quintile_edges, tables.shop_stats.c.last_recompute_at)
+        )
+        assert stats == [(None, pg_service.clock.now())]
 
     def test_a_customer_the_consumer_changed_meanwhile_keeps_its_scores(self, pg_service: Service) -> None:
         """A purchase applied while a recompute computes wins over its stale view (on SQLite the
@@ -166,6 +180,92 @@ class TestConsumerPath:
         days = column(pg_service, select(func.sum(tables.login_days.c.logins)))[0][0]
         assert days == customers * logins_each
         assert json.loads(sent[0].model_dump_json())["type"] == "login_recorded"
+
+
+def poll_of(*events: Any) -> list[Record]:
+    return [
+        Record(
+            topic=ACTIVITY.name,
+            partition=0,
+            offset=offset,
+            key=f"{event.shop_id}:{event.customer_id}".encode(),
+            value=event.model_dump_json().encode(),
+        )
+        for offset, event in enumerate(events)
+    ]
+
+
+def apply_through_the_runner(service: Service, records: list[Record], dlq: FakePublisher) -> int:
+    return ConsumerRunner(
+        service="segmentation-worker",
+        group="segmentation-worker",
+        subscriber=FakeSubscriber(records),
+        dead_letters=dlq,
+        uow_factory=service.uow_factory,
+        handlers={},
+        batch_handler=handlers.apply_activity,
+        batch_types=handlers.ACTIVITY_TYPES,
+        retry_delay_s=0,
+        max_attempts=2,
+        batch_size=len(records),
+    ).run_once()
+
+
+class TestWholePollsOnPostgres:
+    """The runner with the array inbox and outbox, on one poll that holds everything at once."""
+
+    def test_one_customers_events_duplicates_and_a_redelivery_count_once(self, pg_service: Service) -> None:
+        headers = pg_service.register_shop(SHOP)
+        now = pg_service.clock.now()
+        first = pg_service.purchase(SHOP, "c1", "o1", "500", now - timedelta(hours=2))
+        events = [
+            first,
+            pg_service.event("login_recorded", SHOP, "c1", {}),
+            pg_service.purchase(SHOP, "c1", "o2", "300", now - timedelta(hours=1)),  # same day
+            first,  # the same event again inside the poll
+            pg_service.event(
+                "refund_issued", SHOP, "c1", {"order_id": "o1", "amount": "200", "currency": "JPY"}
+            ),
+            pg_service.event("login_recorded", SHOP, "c1", {}),
+            pg_service.purchase(SHOP, "c2", "o3", "100"),
+        ]
+        dlq = FakePublisher()
+        assert apply_through_the_runner(pg_service, poll_of(*events), dlq) == len(events)
+        assert apply_through_the_runner(pg_service, poll_of(*events), dlq) == len(events)  # redelivered
+
+        scores = pg_service.client.get("/v1/customers/c1/scores", headers=headers).json()
+        assert Decimal(scores["net_spend"]) == Decimal("600")
+        assert scores["purchase_days"] == 1
+        assert scores["logins"]["recent_logins"] == 2
+        state = tables.customer_state.c
+        assert column(pg_service, select(state.purchase_count).where(state.customer_id == "c1")) == [(2,)]
+        changes = pg_service.outbox("segment_changed")
+        assert sorted(event["customer_id"] for event in changes) == ["c1", "c2"]
+        assert dlq.sent == []
+        inbox = tables.messaging.inbox
+        assert column(pg_service, select(func.count()).select_from(inbox))[0][0] == len(events) - 1
+
+    def test_a_poison_event_in_a_big_poll_is_dead_lettered_and_the_rest_commit(
+        self, pg_service: Service
+    ) -> None:
+        pg_service.register_shop(SHOP)
+        events = [pg_service.event("login_recorded", SHOP, f"c{index % 40}", {}) for index in range(300)]
+        poison = pg_service._event(
+            "purchase_made", SHOP, None, {"order_id": "o-x", "amount": "1", "currency": "JPY"}
+        )
+        events.insert(137, poison)  # valid as an envelope, but a purchase needs a customer
+        dlq = FakePublisher()
+
+        assert apply_through_the_runner(pg_service, poll_of(*events), dlq) == len(events)
+
+        [(topic, _key, value, headers)] = dlq.sent
+        assert topic == f"{ACTIVITY.name}.dlq"
+        assert value == poison.model_dump_json().encode()
+        assert headers["original_offset"] == b"137"
+        state = tables.customer_state.c
+        assert column(pg_service, select(func.count(), func.sum(state.login_count)))[0] == (40, 300)
+        inbox = tables.messaging.inbox
+        assert column(pg_service, select(func.count()).select_from(inbox))[0][0] == 300
 
 
 class TestKpisOnPostgres:

@@ -4,7 +4,7 @@ and a recompute reads and writes a whole shop as columns."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 from sqlalchemy import (
     ColumnElement,
     Table,
+    Text,
     and_,
     bindparam,
     case,
@@ -22,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from retention_shared.db import UTCDateTime, json_dumps
 from segmentation_worker.adapters.tables import (
     customer_state,
     login_days,
@@ -86,13 +88,9 @@ class StateRepository:
 
     def states_for(self, keys: Iterable[CustomerKey]) -> dict[CustomerKey, dict[str, Any]]:
         found: dict[CustomerKey, dict[str, Any]] = {}
-        for shop_id, customer_ids in _by_shop(keys):
-            rows = self._session.execute(
-                select(customer_state).where(
-                    customer_state.c.shop_id == shop_id, customer_state.c.customer_id.in_(customer_ids)
-                )
-            ).mappings()
-            found.update({(row["shop_id"], row["customer_id"]): dict(row) for row in rows})
+        for shop_id, customer_ids in self._by_shop(keys):
+            rows = self._rows(customer_state, shop_id, customer_state.c.customer_id, customer_ids)
+            found.update({(row["shop_id"], row["customer_id"]): row for row in rows})
         return found
 
     def save_states(self, rows: list[dict[str, Any]]) -> None:
@@ -102,20 +100,16 @@ class StateRepository:
 
     def orders_of(self, customers: Iterable[CustomerKey]) -> dict[OrderKey, dict[str, Any]]:
         found: dict[OrderKey, dict[str, Any]] = {}
-        for shop_id, customer_ids in _by_shop(customers):
-            rows = self._session.execute(
-                select(orders).where(orders.c.shop_id == shop_id, orders.c.customer_id.in_(customer_ids))
-            ).mappings()
-            found.update({(row["shop_id"], row["order_id"]): dict(row) for row in rows})
+        for shop_id, customer_ids in self._by_shop(customers):
+            rows = self._rows(orders, shop_id, orders.c.customer_id, customer_ids)
+            found.update({(row["shop_id"], row["order_id"]): row for row in rows})
         return found
 
     def orders_by_id(self, keys: Iterable[OrderKey]) -> dict[OrderKey, dict[str, Any]]:
         found: dict[OrderKey, dict[str, Any]] = {}
-        for shop_id, order_ids in _by_shop(keys):
-            rows = self._session.execute(
-                select(orders).where(orders.c.shop_id == shop_id, orders.c.order_id.in_(order_ids))
-            ).mappings()
-            found.update({(row["shop_id"], row["order_id"]): dict(row) for row in rows})
+        for shop_id, order_ids in self._by_shop(keys):
+            rows = self._rows(orders, shop_id, orders.c.order_id, order_ids)
+            found.update({(row["shop_id"], row["order_id"]): row for row in rows})
         return found
 
     def save_orders(self, rows: list[dict[str, Any]]) -> None:
@@ -236,7 +230,12 @@ class StateRepository:
         return dict(row) if row else None
 
     def save_shop_learning(
-        self, shop_id: str, *, edges: dict[str, list[float]], typical_interval_days: float, at: datetime
+        self,
+        shop_id: str,
+        *,
+        edges: dict[str, list[float]] | None,
+        typical_interval_days: float,
+        at: datetime,
     ) -> None:
         self._upsert(
             shop_stats, [{"shop_id": shop_id, "buyers": 0, "net_spend": ZERO}], ["shop_id"], update=False
@@ -281,11 +280,9 @@ class StateRepository:
 
     def tickets_by_id(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for shop_id, ticket_ids in _by_shop(keys):
-            rows = self._session.execute(
-                select(tickets).where(tickets.c.shop_id == shop_id, tickets.c.ticket_id.in_(ticket_ids))
-            ).mappings()
-            found.update({(row["shop_id"], row["ticket_id"]): dict(row) for row in rows})
+        for shop_id, ticket_ids in self._by_shop(keys):
+            rows = self._rows(tickets, shop_id, tickets.c.ticket_id, ticket_ids)
+            found.update({(row["shop_id"], row["ticket_id"]): row for row in rows})
         return found
 
     def save_tickets(self, rows: list[dict[str, Any]]) -> None:
@@ -293,12 +290,18 @@ class StateRepository:
 
     def open_ticket_counts(self, customers: Iterable[CustomerKey]) -> dict[CustomerKey, int]:
         counts: dict[CustomerKey, int] = {}
-        for shop_id, customer_ids in _by_shop(customers):
+        for shop_id, customer_ids in self._by_shop(customers):
+            ids = bindparam("ids", customer_ids, type_=postgresql.ARRAY(Text))
+            of_customers = (
+                tickets.c.customer_id == func.any(ids)
+                if self.dialect == "postgresql"
+                else tickets.c.customer_id.in_(customer_ids)
+            )
             rows = self._session.execute(
                 select(tickets.c.customer_id, func.count())
                 .where(
                     tickets.c.shop_id == shop_id,
-                    tickets.c.customer_id.in_(customer_ids),
+                    of_customers,
                     tickets.c.opened_at.is_not(None),
                     tickets.c.resolved_at.is_(None),
                 )
@@ -312,7 +315,7 @@ class StateRepository:
         if not rows:
             return
         if self.dialect == "postgresql":
-            self._copy_upsert(
+            self._array_upsert(
                 login_days, rows, ["shop_id", "customer_id", "day"], {"logins": "t.logins + EXCLUDED.logins"}
             )
             return
@@ -674,6 +677,36 @@ class StateRepository:
 
     # --- plumbing -------------------------------------------------------------------------------
 
+    def _by_shop(self, keys: Iterable[tuple[str, str]]) -> Iterable[tuple[str, list[str]]]:
+        """Group (shop, id) pairs by shop; PostgreSQL takes a shop's ids as one array, however many."""
+        return _by_shop(keys, size=None if self.dialect == "postgresql" else CHUNK)
+
+    def _rows(self, table: Table, shop_id: str, column: Any, ids: list[str]) -> list[dict[str, Any]]:
+        """The rows of `table` of one shop whose `column` is one of `ids`, as dicts."""
+        if self.dialect != "postgresql":
+            result = self._session.execute(select(table).where(table.c.shop_id == shop_id, column.in_(ids)))
+            return [dict(row) for row in result.mappings()]
+        # PostgreSQL: `= ANY(array)` is one parameter, where `IN (...)` renders, sends and parses
+        # one per id; and psycopg's own rows skip SQLAlchemy's per-value result processing, whose
+        # one job here (timestamps as UTC) is done below for the timestamp columns only.
+        names = [c.name for c in table.c]
+        stamps = [index for index, c in enumerate(table.c) if isinstance(c.type, UTCDateTime)]
+        with self._raw_cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(names)} FROM {table.name}"
+                f" WHERE shop_id = %s AND {column.name} = ANY(%b::text[])",
+                (shop_id, ids),
+            )
+            found = cursor.fetchall()
+        rows: list[dict[str, Any]] = []
+        for values in found:
+            row = list(values)
+            for index in stamps:
+                if row[index] is not None:
+                    row[index] = row[index].astimezone(UTC)
+            rows.append(dict(zip(names, row, strict=True)))
+        return rows
+
     def _upsert(
         self, table: Table, rows: list[dict[str, Any]], key: list[str], *, update: bool = True
     ) -> None:
@@ -682,7 +715,7 @@ class StateRepository:
             return
         columns = [name for name in rows[0] if name not in key]
         if self.dialect == "postgresql" and update:
-            self._copy_upsert(table, rows, key, {name: f"EXCLUDED.{name}" for name in columns})
+            self._array_upsert(table, rows, key, {name: f"EXCLUDED.{name}" for name in columns})
             return
         insert_fn = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         statement = insert_fn(table)
@@ -695,30 +728,50 @@ class StateRepository:
         for chunk in _chunks(rows):
             self._session.execute(statement, chunk)
 
-    def _copy_upsert(
+    def _array_upsert(
         self, table: Table, rows: list[dict[str, Any]], key: list[str], assignments: dict[str, str]
     ) -> None:
-        """PostgreSQL: COPY the rows into a temporary twin of the table, then one INSERT ... SELECT
-        ... ON CONFLICT. Sent row by row, a batch of 500 customers would cost 500 statements."""
+        """PostgreSQL: one INSERT ... SELECT FROM unnest(arrays) ... ON CONFLICT, whatever the number
+        of rows. Each column travels as one array parameter, so a batch of 500 customers is one
+        statement and one round trip (a temporary table filled by COPY took four)."""
         names = list(rows[0])
-        incoming = f"incoming_{table.name}"
+        types = [_array_type(table.c[name].type) for name in names]
+        updates = ", ".join(f"{name} = {value}" for name, value in assignments.items())
+        columns = ", ".join(names)
+        # Binary parameters: psycopg escapes each item of a text array in Python, binary is cheaper.
+        arrays = ", ".join(f"%b::{type_}[]" for type_ in types)
+        with self._raw_cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table.name} AS t ({columns}) SELECT {columns} FROM unnest({arrays})"
+                f" AS incoming ({columns}) ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
+                [
+                    _array_values([row[name] for row in rows], type_)
+                    for name, type_ in zip(names, types, strict=True)
+                ],
+            )
+
+    def _raw_cursor(self) -> Any:
         raw = self._session.connection().connection.driver_connection
         assert raw is not None
-        with raw.cursor() as cursor:
-            cursor.execute(
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {incoming}"
-                f" (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            with cursor.copy(f"COPY {incoming} ({', '.join(names)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row[name] for name in names])
-            updates = ", ".join(f"{name} = {value}" for name, value in assignments.items())
-            cursor.execute(
-                f"INSERT INTO {table.name} AS t ({', '.join(names)})"
-                f" SELECT {', '.join(names)} FROM {incoming}"
-                f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-            )
-            cursor.execute(f"DELETE FROM {incoming}")
+        return raw.cursor()
+
+
+def _array_type(column_type: Any) -> str:
+    """The PostgreSQL type of a column without its length or precision: `text`, not varchar(128),
+    so a too-long value fails on insert as it would without arrays instead of being cut short."""
+    name = str(column_type.compile(dialect=postgresql.dialect())).split("(")[0].strip().lower()
+    return "text" if name == "varchar" else name
+
+
+def _array_values(values: list[Any], type_: str) -> list[Any]:
+    """A column's values as one array parameter. psycopg dumps a list by the type of its items and
+    refuses a mix (say a Decimal and an int in a numeric column): such a column, and JSON, goes as
+    text, which PostgreSQL casts to the column's type."""
+    if type_ == "jsonb":
+        return [None if value is None else json_dumps(value) for value in values]
+    if len({type(value) for value in values} - {type(None)}) <= 1:
+        return values
+    return [None if value is None else str(value) for value in values]
 
 
 def _epoch(column: Any, dialect: str) -> ColumnElement[Any]:
@@ -757,14 +810,17 @@ def _python_values(values: Any) -> list[Any]:
     return list(array.tolist())
 
 
-def _by_shop(keys: Iterable[tuple[str, str]]) -> Iterable[tuple[str, list[str]]]:
+def _by_shop(keys: Iterable[tuple[str, str]], size: int | None = CHUNK) -> Iterable[tuple[str, list[str]]]:
     """Group (shop, id) pairs by shop, in chunks: `shop = :s AND id IN (...)` plans in microseconds,
     where a row-value IN over (shop, id) pairs becomes hundreds of OR'ed conditions to plan."""
     grouped: dict[str, list[str]] = {}
     for shop_id, item_id in sorted(set(keys)):
         grouped.setdefault(shop_id, []).append(item_id)
     for shop_id, ids in grouped.items():
-        for chunk in _chunks(ids):
+        if size is None:
+            yield shop_id, ids
+            continue
+        for chunk in _chunks(ids, size):
             yield shop_id, chunk
 
 

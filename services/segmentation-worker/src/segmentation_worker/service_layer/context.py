@@ -18,15 +18,15 @@ def shop_context(uow: SegmentationUnitOfWork, shop_id: str, now: datetime) -> Sh
         # Quintiles rank a customer against the whole shop: before the first recompute has
         # stored the cut points, compute them once from every buyer.
         snapshot = uow.state.buyers_snapshot(shop_id, now)
-        edges = quintile_edges_of(
-            Buyers(
-                snapshot["first_days_ago"],
-                snapshot["last_days_ago"],
-                snapshot["purchase_days"],
-                snapshot["net_spend"],
-            )
+        buyers_now = Buyers(
+            snapshot["first_days_ago"],
+            snapshot["last_days_ago"],
+            snapshot["purchase_days"],
+            snapshot["net_spend"],
         )
-        uow.state.save_quintile_edges(shop_id, edges)
+        edges = quintile_edges_of(buyers_now)
+        if buyers_now.size:  # with no buyer yet the cut points are infinite: nothing to keep
+            uow.state.save_quintile_edges(shop_id, edges)
     buyers = int(stats.get("buyers") or 0)
     average = float(Decimal(stats.get("net_spend") or 0) / buyers) if buyers else 0.0
     return ShopContext(

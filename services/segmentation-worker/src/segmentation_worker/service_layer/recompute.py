@@ -144,7 +144,9 @@ def recompute_shop(uow: SegmentationUnitOfWork, shop_id: str, *, now: datetime) 
             ),
         )
     login_drops = detect_and_emit_login_drops(uow, shop_id, config, now)
-    uow.state.save_shop_learning(shop_id, edges=edges, typical_interval_days=typical_gap, at=now)
+    # A shop without buyers has no cut points yet (they are infinite, which JSON cannot hold).
+    learned_edges = edges if buyers.size else None
+    uow.state.save_shop_learning(shop_id, edges=learned_edges, typical_interval_days=typical_gap, at=now)
     return {
         "customers": int(buyers.size),
         "scores_written": int(moved.size),
