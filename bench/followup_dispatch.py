@@ -30,6 +30,7 @@ from bench.infra import (
     running,
 )
 from bench.registry import Context, Result, Target, benchmark
+from followup_scheduler.config import SchedulerSettings
 from followup_scheduler.loadgen import noon_zone, run_replica, seed_due_steps
 from retention_shared.events.topics import ALL_TOPICS
 from retention_shared.testing.smtp import free_port
@@ -136,13 +137,24 @@ def followup_dispatch(ctx: Context) -> Result:
     """A fresh PostgreSQL database migrated with the scheduler's migrations is seeded with N due
     post-purchase thank-you steps (one customer each, email consent, Tokyo time at noon, so no
     quiet hours; priority service, so the frequency budget is read but has room). Dispatcher
-    replicas run in their own processes with their own engines (FOR UPDATE SKIP LOCKED, one step
-    per transaction, the production Dispatcher and SmtpChannel) against an aiosmtpd server in the
-    benchmark process. The rate is messages received by the SMTP server over the time from the
+    replicas run in their own processes with their own engines (the production Dispatcher and
+    SmtpChannel: FOR UPDATE SKIP LOCKED, a batch of steps per transaction and several messages of
+    a batch in flight at once, as set by RETENTION_FOLLOWUP_DISPATCH_BATCH_SIZE and
+    RETENTION_FOLLOWUP_DISPATCH_SEND_CONCURRENCY, defaults 20 and 4) against an aiosmtpd server in
+    the benchmark process. The rate is messages received by the SMTP server over the time from the
     start signal until the last one arrived. Run once with 1 replica and once with 2, each on
     freshly seeded steps."""
     count = 1_000 if ctx.quick else 10_000
-    result = Result(parameters={"due steps per run": f"{count:,}", "replicas": "1, then 2 (processes)"})
+    config = SchedulerSettings()
+    result = Result(
+        parameters={
+            "due steps per run": f"{count:,}",
+            "replicas": "1, then 2 (processes)",
+            "steps per transaction / messages in flight per replica": (
+                f"{config.dispatch_batch_size} / {config.dispatch_send_concurrency}"
+            ),
+        }
+    )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if cores != 2:
         result.notes.append(f"This machine gives the run {cores} cores; the target is stated for 2.")

@@ -15,6 +15,7 @@ from followup_scheduler.adapters.channels.smtp import SmtpChannel
 from followup_scheduler.adapters.rendering import Renderer
 from followup_scheduler.adapters.surveys import HttpSurveyInvitations
 from followup_scheduler.adapters.unsubscribe import UnsubscribeLinks
+from followup_scheduler.config import SchedulerSettings
 from followup_scheduler.entrypoints.api.playbooks import build_playbook_router
 from followup_scheduler.entrypoints.api.routes import build_router
 from followup_scheduler.entrypoints.api.settings import build_settings_router
@@ -45,6 +46,7 @@ TRIGGER_EVENTS = (
 
 def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     settings = platform.settings
+    config = SchedulerSettings()
     outbox_committed = threading.Event()
     uow_factory = partial(
         SchedulerUnitOfWork,
@@ -68,6 +70,8 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         uow_factory=uow_factory,
         channels={"email": platform_email},
         renderer=renderer,
+        batch_size=config.dispatch_batch_size,
+        send_concurrency=config.dispatch_send_concurrency,
         directory=ChannelDirectory({"email": platform_email}, http_client),
         surveys=HttpSurveyInvitations(
             http_client,

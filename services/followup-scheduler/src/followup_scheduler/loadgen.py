@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 from followup_scheduler.adapters import tables
 from followup_scheduler.adapters.channels.smtp import SmtpChannel
 from followup_scheduler.adapters.rendering import Renderer
+from followup_scheduler.config import SchedulerSettings
 from followup_scheduler.service_layer.defaults import default_playbooks
 from followup_scheduler.service_layer.dispatch import Dispatcher
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
@@ -139,7 +140,8 @@ def _step(shop_id: str, n: int, now: datetime, priority: str) -> dict[str, Any]:
 
 
 def dispatcher_for(url: str, smtp_port: int, clock: Clock) -> tuple[Dispatcher, Engine]:
-    """The production Dispatcher with an SmtpChannel, on its own engine."""
+    """The production Dispatcher with an SmtpChannel, on its own engine (batch size from the
+    environment, as in the service)."""
     engine = create_db_engine(url, pool_size=2)
     uow_factory = partial(
         SchedulerUnitOfWork,
@@ -149,8 +151,14 @@ def dispatcher_for(url: str, smtp_port: int, clock: Clock) -> tuple[Dispatcher, 
         source="followup-scheduler",
     )
     channel = SmtpChannel("127.0.0.1", smtp_port, "no-reply@retention.test")
+    config = SchedulerSettings()
     dispatcher = Dispatcher(
-        uow_factory=uow_factory, channels={"email": channel}, renderer=Renderer(), batch_limit=10_000_000
+        uow_factory=uow_factory,
+        channels={"email": channel},
+        renderer=Renderer(),
+        batch_limit=10_000_000,
+        batch_size=config.dispatch_batch_size,
+        send_concurrency=config.dispatch_send_concurrency,
     )
     return dispatcher, engine
 

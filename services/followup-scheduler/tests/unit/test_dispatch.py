@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import sessionmaker
 
@@ -924,3 +925,166 @@ class TestShopChannels:
         assert [s["status"] for s in _all_steps(scheduler) if s["step_key"] == "thank_you"].count("sent") == 1
         (event,) = scheduler.outbox("followup_failed")
         assert event["data"]["permanent"] is True and event["data"]["channel"] == "sms"
+
+
+class _PeerRecorder:
+    """An aiosmtpd handler noting which client connection (peer address) carried each message."""
+
+    def __init__(self) -> None:
+        self.peers: list[tuple[str, int]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook name)
+        self.peers.append(session.peer)
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def smtp_with_idle_timeout() -> Iterator[tuple[_PeerRecorder, int]]:
+    """A real aiosmtpd server that drops a connection idle for half a second."""
+    recorder = _PeerRecorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, timeout=0.5)
+    controller.start()
+    yield recorder, port
+    controller.stop()
+
+
+def email(key: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        channel="email",
+        recipient="hana@example.com",
+        subject="ご注文ありがとうございます",
+        text="Hello Hana,\n\nThank you.",
+        html=None,
+        idempotency_key=key,
+        sender_name="喫茶 東京",
+        locale="ja",
+        headers={"List-Unsubscribe": "<https://retention.test/u/token>"},
+    )
+
+
+class TestSmtpConnections:
+    def test_messages_back_to_back_share_one_connection(
+        self, smtp_with_idle_timeout: tuple[_PeerRecorder, int]
+    ) -> None:
+        recorder, port = smtp_with_idle_timeout
+        channel = SmtpChannel("127.0.0.1", port, "no-reply@retention.test")
+
+        for n in range(3):
+            channel.send(email(f"k-{n}"))
+
+        assert len(recorder.peers) == 3
+        assert len(set(recorder.peers)) == 1
+        channel.close()
+
+    def test_a_connection_the_server_dropped_is_replaced_within_the_same_send(
+        self, smtp_with_idle_timeout: tuple[_PeerRecorder, int]
+    ) -> None:
+        recorder, port = smtp_with_idle_timeout
+        channel = SmtpChannel("127.0.0.1", port, "no-reply@retention.test")  # no retry policy
+        channel.send(email("k-1"))
+        time.sleep(1.2)  # the server closes the idle connection
+
+        channel.send(email("k-2"))  # no TransientChannelError: a fresh connection took it
+
+        assert len(recorder.peers) == 2
+        assert recorder.peers[0] != recorder.peers[1]
+        channel.close()
+
+    def test_the_message_survives_the_trip_intact(self, smtp_server: SmtpServer) -> None:
+        channel = SmtpChannel("127.0.0.1", smtp_server.port, "no-reply@retention.test")
+
+        channel.send(email("shop_1.promo.k-9.offer"))
+
+        (mail,) = smtp_server.wait_for(1)
+        assert mail.subject == "ご注文ありがとうございます"
+        assert mail.message_id == "<shop_1.promo.k-9.offer@retention>"
+        assert mail.message["List-Unsubscribe"] == "<https://retention.test/u/token>"
+        assert "Hello Hana," in mail.text() and "Thank you." in mail.text()
+        assert mail.message.get_content_type() == "multipart/alternative"
+        channel.close()
+
+
+class TestBatchedDispatch:
+    @pytest.mark.parametrize("batch_size", [1, 2, 50])
+    def test_the_budget_counts_what_was_sent_earlier_in_the_same_batch(
+        self, scheduler: Scheduler, channel: FakeChannel, batch_size: int
+    ) -> None:
+        scheduler.dispatcher.batch_size = batch_size
+        scheduler.add_customer()
+        scheduler.clock.set(datetime(2026, 1, 5, 2, 0, tzinfo=UTC))  # 11:00 in Tokyo
+        for key in ("promo_a", "promo_b", "promo_c"):
+            scheduler.add_playbook(marketing_playbook(key))
+        login_dropped(scheduler)
+
+        scheduler.dispatcher.dispatch_due()
+
+        # 1 marketing message per 3 days, whether the three steps share a batch or not.
+        assert len([m for m in channel.sent if "miss you" in m.subject]) == 1
+        deferred = [s for s in _all_steps(scheduler) if (s["reason"] or "").startswith("deferred")]
+        assert len(deferred) == 2
+
+    def test_many_customers_in_one_batch_each_get_their_message_once(
+        self, engine: Engine, clock: ManualClock, smtp_server: SmtpServer
+    ) -> None:
+        channel = SmtpChannel("127.0.0.1", smtp_server.port, "no-reply@retention.test")
+        scheduler = Scheduler(engine, clock, channel)
+        scheduler.dispatcher.batch_size = 10
+        scheduler.dispatcher.send_concurrency = 4
+        scheduler.register_shop()
+        for n in range(12):
+            profile = {"email": f"c{n}@example.com", "name": f"C{n}", "timezone": "Asia/Tokyo"}
+            scheduler.handle(
+                handlers.customer_upserted,
+                scheduler.event("customer_upserted", {"created": True, **profile}, customer=f"c{n}"),
+            )
+            scheduler.handle(
+                handlers.consent_changed,
+                scheduler.event("consent_changed", {"channel": "email", "granted": True}, customer=f"c{n}"),
+            )
+            data = {"order_id": f"o-{n}", "amount": "4200", "currency": "JPY", "items": []}
+            scheduler.handle(handlers.trigger, scheduler.event("purchase_made", data, customer=f"c{n}"))
+
+        assert scheduler.run_until(START) == 12  # two batches: 10, then 2
+
+        mails = smtp_server.wait_for(12)
+        assert sorted(mail.message_id for mail in mails) == sorted(
+            f"<{SHOP}.post_purchase.o-{n}.thank_you@retention>" for n in range(12)
+        )
+        thank_yous = [s for s in _all_steps(scheduler) if s["step_key"] == "thank_you"]
+        assert {s["status"] for s in thank_yous} == {"sent"}
+        assert len(scheduler.outbox("followup_sent")) == 12
+        scheduler.dispatcher.close()
+        channel.close()
+
+    def test_a_crash_mid_batch_leaves_the_whole_batch_due_and_resends_under_the_same_keys(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.dispatcher.batch_size = 3
+        scheduler.add_customer()
+        for order in ("o-1", "o-2", "o-3"):
+            scheduler.purchase(order)
+        crash_after = 2
+        send = channel.send
+
+        def crashing_send(message: OutgoingMessage) -> None:
+            if len(channel.sent) == crash_after:
+                raise SystemExit("killed")  # not an Exception: nothing catches it, as in a crash
+            send(message)
+
+        channel.send = crashing_send  # type: ignore[method-assign]
+        with pytest.raises(SystemExit):
+            scheduler.run_until(START)
+        first_keys = [m.idempotency_key for m in channel.sent]
+        assert len(first_keys) == 2
+        thank_yous = [s for s in _all_steps(scheduler) if s["step_key"] == "thank_you"]
+        assert {s["status"] for s in thank_yous} == {"scheduled"}  # nothing of the batch committed
+
+        channel.send = send  # type: ignore[method-assign]
+        scheduler.run_until(START)
+
+        # At most the batch is sent again, each copy under its first idempotency key.
+        resent = [m.idempotency_key for m in channel.sent[2:]]
+        assert sorted(resent) == sorted({s["idempotency_key"] for s in thank_yous})
+        assert set(first_keys) <= set(resent)
+        assert {s["status"] for s in _all_steps(scheduler) if s["step_key"] == "thank_you"} == {"sent"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,15 @@ class SchedulerRepository:
             .first()
         )
         return dict(row) if row else None
+
+    def contacts_for(self, shop_id: str, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The known contacts among these customers, by customer id."""
+        if not customer_ids:
+            return {}
+        rows = self._session.execute(
+            select(contacts).where(contacts.c.shop_id == shop_id, contacts.c.customer_id.in_(customer_ids))
+        ).mappings()
+        return {row["customer_id"]: dict(row) for row in rows}
 
     def upsert_contact(self, values: dict[str, Any]) -> None:
         self._upsert(contacts, ["shop_id", "customer_id"], values)
@@ -458,20 +467,29 @@ class SchedulerRepository:
             )
         return pending
 
-    def claim_due_step(self, now: datetime) -> dict[str, Any] | None:
-        """Lock the next due step; other replicas skip it (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
-        row = (
+    def claim_due_steps(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Lock up to `limit` due steps, the earliest first; other replicas skip them (FOR UPDATE
+        SKIP LOCKED on PostgreSQL) until this transaction ends."""
+        rows = self._session.execute(
+            select(steps)
+            .where(steps.c.status == "scheduled", steps.c.due_at <= now)
+            .order_by(steps.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+    def lock_scheduled_steps(self, step_ids: list[str]) -> set[str]:
+        """Lock those of these steps that are still scheduled and not locked by anyone else."""
+        if not step_ids:
+            return set()
+        return set(
             self._session.execute(
-                select(steps)
-                .where(steps.c.status == "scheduled", steps.c.due_at <= now)
-                .order_by(steps.c.due_at)
-                .limit(1)
+                select(steps.c.id)
+                .where(steps.c.id.in_(step_ids), steps.c.status == "scheduled")
                 .with_for_update(skip_locked=True)
-            )
-            .mappings()
-            .first()
+            ).scalars()
         )
-        return dict(row) if row else None
 
     def step(self, shop_id: str, step_id: str, *, lock: bool = False) -> dict[str, Any] | None:
         query = select(steps).where(steps.c.shop_id == shop_id, steps.c.id == step_id)
@@ -488,22 +506,52 @@ class SchedulerRepository:
 
     def sent_history(self, shop_id: str, customer_id: str, since: datetime) -> list[tuple[datetime, str]]:
         """(sent_at, priority class) of what this customer was sent since a moment."""
+        return self.sent_histories(shop_id, [customer_id], since).get(customer_id, [])
+
+    def sent_histories(
+        self, shop_id: str, customer_ids: list[str], since: datetime
+    ) -> dict[str, list[tuple[datetime, str]]]:
+        """Per customer: (sent_at, priority class) of what they were sent since a moment."""
+        found: dict[str, list[tuple[datetime, str]]] = {}
+        if not customer_ids:
+            return found
         rows = self._session.execute(
-            select(steps.c.sent_at, steps.c.priority).where(
+            select(steps.c.customer_id, steps.c.sent_at, steps.c.priority).where(
                 steps.c.shop_id == shop_id,
-                steps.c.customer_id == customer_id,
+                steps.c.customer_id.in_(customer_ids),
                 steps.c.status == "sent",
                 steps.c.sent_at > since,
             )
         )
-        return [(sent_at, priority) for sent_at, priority in rows]
+        for customer_id, sent_at, priority in rows:
+            found.setdefault(customer_id, []).append((sent_at, priority))
+        return found
 
     def update_step(self, step_id: str, **values: Any) -> None:
         self._session.execute(update(steps).where(steps.c.id == step_id).values(**values))
 
+    def update_steps(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Apply (step id, new values) pairs: one executemany per set of columns changed."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for step_id, values in changes:
+            groups.setdefault(tuple(sorted(values)), []).append({"_step_id": step_id, **values})
+        for columns, rows in groups.items():
+            statement = (
+                update(steps)
+                .where(steps.c.id == bindparam("_step_id"))
+                .values({column: bindparam(column) for column in columns})
+            )
+            self._session.execute(statement, rows)
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         row = self._session.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
         return dict(row) if row else None
+
+    def runs_by_id(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not run_ids:
+            return {}
+        rows = self._session.execute(select(runs).where(runs.c.id.in_(run_ids))).mappings()
+        return {row["id"]: dict(row) for row in rows}
 
     def finish_run_if_done(self, run_id: str, now: datetime) -> None:
         """Complete an active run that has no pending step left (one statement: it runs per send)."""
@@ -514,8 +562,28 @@ class SchedulerRepository:
             .values(status="completed", ended_at=now)
         )
 
+    def finish_runs_if_done(self, run_ids: list[str], now: datetime) -> None:
+        """Complete those of these active runs that have no pending step left, in one statement."""
+        if not run_ids:
+            return
+        pending = (
+            select(steps.c.id)
+            .where(steps.c.run_id == runs.c.id, steps.c.status.in_(PENDING))
+            .correlate(runs)
+            .exists()
+        )
+        self._session.execute(
+            update(runs)
+            .where(runs.c.id.in_(run_ids), runs.c.status == "active", ~pending)
+            .values(status="completed", ended_at=now)
+        )
+
     def record_message(self, values: dict[str, Any]) -> None:
         self._session.execute(insert(messages).values(**values))
+
+    def record_messages(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._session.execute(insert(messages), rows)
 
     def customer_steps(self, shop_id: str, customer_id: str) -> list[dict[str, Any]]:
         rows = self._session.execute(
