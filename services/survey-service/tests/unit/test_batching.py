@@ -3,6 +3,7 @@ that groups concurrent submissions."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -111,3 +112,38 @@ class TestAnswerBatcher:
         batcher = AnswerBatcher(lambda batch: [LinkUnusable(LinkState.EXPIRED) for _ in batch])
         with pytest.raises(LinkUnusable):
             batcher.submit(Answer("old", 1))
+
+
+class TestAsyncSubmitters:
+    def test_one_wake_up_per_batch_settles_every_waiter_and_skips_a_cancelled_one(self) -> None:
+        release = threading.Event()
+        seen: list[int] = []
+
+        def apply(batch: Sequence[Answer]) -> list[Outcome]:
+            seen.append(len(batch))
+            release.wait(5)
+            return [
+                InvalidAnswer("score", "out of range") if a.token == "bad" else ({"token": a.token}, True)
+                for a in batch
+            ]
+
+        batcher = AnswerBatcher(apply, linger_s=0)
+
+        async def main() -> list[Any]:
+            first = asyncio.ensure_future(batcher.submit_async(Answer("first", 1)))
+            while not seen:
+                await asyncio.sleep(0.01)
+            tasks = [asyncio.ensure_future(batcher.submit_async(Answer(f"t{n}", 1))) for n in range(10)]
+            bad = asyncio.ensure_future(batcher.submit_async(Answer("bad", 1)))
+            gone = asyncio.ensure_future(batcher.submit_async(Answer("gone", 1)))
+            await asyncio.sleep(0.1)
+            gone.cancel()
+            release.set()
+            return await asyncio.gather(first, *tasks, bad, gone, return_exceptions=True)
+
+        first, *rest, bad, gone = asyncio.run(main())
+        assert first == ({"token": "first"}, True)
+        assert [r[0]["token"] for r in rest] == [f"t{n}" for n in range(10)]
+        assert isinstance(bad, InvalidAnswer) and bad.field == "score"
+        assert isinstance(gone, asyncio.CancelledError)
+        assert seen == [1, 12]  # the queued answers shared the second batch

@@ -77,3 +77,13 @@ class TestMetrics:
         assert csat({5: 1, 4: 2, 1: 1}) == {"csat": 75.0, "satisfied": 3, "mean": 3.5}
         assert ces({1: 1, 2: 1, 7: 2}) == {"mean": 4.25, "easy": 2, "easy_pct": 50.0}
         assert nps({})["nps"] is None and csat({})["mean"] is None
+
+
+class TestIds:
+    def test_ids_drawn_together_look_like_single_ones_and_differ(self) -> None:
+        from survey_service.service_layer.surveys import new_id, new_ids
+
+        ids = new_ids("rsp", 500)
+        assert len(set(ids)) == 500
+        assert {len(i) for i in ids} == {len(new_id("rsp"))}
+        assert all(i.startswith("rsp_") and int(i[4:], 16) >= 0 for i in ids)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Table,
     and_,
+    any_,
     bindparam,
     cast,
     delete,
@@ -172,10 +173,11 @@ class SurveyRepository:
         of one link take turns. The lock is taken by a statement of its own: PostgreSQL re-reads a
         row it waited for, but not the rows joined to it, so a locking join would miss the answer
         the other transaction just gave. The survey's texts come only `with_texts` (for the page)."""
+        wanted = self._token_in(token_ids)
         if lock:
             self._session.execute(
                 select(invitations.c.invitation_id)
-                .where(invitations.c.token_id.in_(token_ids))
+                .where(wanted)
                 .order_by(invitations.c.token_id)
                 .with_for_update()
             )
@@ -195,9 +197,19 @@ class SurveyRepository:
             .join(surveys, surveys.c.survey_id == invitations.c.survey_id)
             .outerjoin(tenancy.shops, tenancy.shops.c.shop_id == invitations.c.shop_id)
             .outerjoin(responses, responses.c.invitation_id == invitations.c.invitation_id)
-            .where(invitations.c.token_id.in_(token_ids))
+            .where(wanted)
         )
         return {row["token_id"]: dict(row) for row in self._session.execute(query).mappings()}
+
+    def _token_in(self, token_ids: Sequence[str]) -> ColumnElement[bool]:
+        # On PostgreSQL the ids travel as one array parameter: an IN list of a batch's hundreds of
+        # parameters makes a statement of new text for every batch size, which psycopg and the
+        # server parse again each time.
+        if self._session.get_bind().dialect.name == "postgresql":
+            return invitations.c.token_id == any_(
+                bindparam("token_ids", list(token_ids), type_=postgresql.ARRAY(invitations.c.token_id.type))
+            )
+        return invitations.c.token_id.in_(token_ids)
 
     # --- responses -----------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -58,12 +59,15 @@ def normalise_locale(locale: str | None) -> str | None:
     return language if language in LOCALES else None
 
 
+# Control characters but tab and newline (carriage returns go too: a line ends with \n alone).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def clean_comment(comment: str | None) -> str | None:
     """Strip surrounding blanks and control characters (PostgreSQL refuses NUL); blank means none."""
     if comment is None:
         return None
-    kept = "".join(ch for ch in comment if ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127))
-    kept = kept.replace("\r", "").strip()
+    kept = _CONTROL.sub("", comment).strip()
     return kept or None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -14,7 +14,7 @@ from survey_service.config import SurveySettings
 from survey_service.domain.surveys import COMMENT_MAX_CHARS, SCALES, Kind, clean_comment, is_detractor
 from survey_service.domain.tokens import InvitationSigner, TokenCheck, TokenState
 from survey_service.service_layer.invitations import shop_day
-from survey_service.service_layer.surveys import new_id
+from survey_service.service_layer.surveys import new_ids
 from survey_service.service_layer.uow import SurveyUnitOfWork
 
 
@@ -109,13 +109,21 @@ Outcome = tuple[dict[str, Any], bool] | LinkUnusable | InvalidAnswer
 class _Batch:
     """The writes of one transaction's answers, applied to rows read once and written in bulk."""
 
-    def __init__(self, uow: SurveyUnitOfWork, settings: SurveySettings, now: datetime) -> None:
+    def __init__(self, uow: SurveyUnitOfWork, settings: SurveySettings, now: datetime, size: int) -> None:
         self.uow = uow
         self.settings = settings
         self.now = now
         self.new: dict[str, dict[str, Any]] = {}
         self.changed: dict[str, dict[str, Any]] = {}
         self.tallies: dict[tuple[Any, ...], list[int]] = {}
+        self._response_ids = iter(new_ids("rsp", size))
+        self._today: dict[str | None, date] = {}  # the shop's day of `now`, by time zone
+
+    def _day_now(self, timezone: str | None) -> date:
+        day = self._today.get(timezone)
+        if day is None:
+            day = self._today[timezone] = shop_day(self.now, timezone)
+        return day
 
     def apply(self, answer: Answer, checked: TokenCheck, invitation: dict[str, Any] | None) -> Outcome:
         if checked.state is TokenState.INVALID:
@@ -148,7 +156,7 @@ class _Batch:
         self, invitation: dict[str, Any], kind: Kind, score: int, comment: str | None
     ) -> dict[str, Any]:
         response = {
-            "response_id": new_id("rsp"),
+            "response_id": next(self._response_ids),
             "invitation_id": invitation["invitation_id"],
             "shop_id": invitation["shop_id"],
             "survey_id": invitation["survey_id"],
@@ -174,7 +182,7 @@ class _Batch:
             answered_at=self.now,
             revision=1,
         )
-        self._tally(invitation, shop_day(self.now, invitation["shop_timezone"]), score, 1)
+        self._tally(invitation, self._day_now(invitation["shop_timezone"]), score, 1)
         _announce(self.uow, invitation, response)
         return _view(response, self.settings)
 
@@ -232,7 +240,7 @@ def submit_answers(
     outcomes: list[Outcome] = []
     with uow:
         found = uow.surveys.invitations_for_answer(token_ids, lock=True) if token_ids else {}
-        batch = _Batch(uow, settings, now)
+        batch = _Batch(uow, settings, now, len(answers))
         for answer, checked in zip(answers, checks, strict=True):
             try:
                 outcomes.append(batch.apply(answer, checked, found.get(checked.token_id or "")))

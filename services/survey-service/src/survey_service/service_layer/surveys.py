@@ -16,6 +16,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+def new_ids(prefix: str, count: int) -> list[str]:
+    """`count` ids like new_id's, from one draw of randomness (each draw is a system call)."""
+    digits = secrets.token_hex(8 * count)
+    return [f"{prefix}_{digits[start : start + 16]}" for start in range(0, 16 * count, 16)]
+
+
 def ensure_default_surveys(uow: SurveyUnitOfWork, shop_id: str) -> None:
     """Give the shop its default survey of each kind it lacks (inside the caller's transaction)."""
     missing = [kind for kind in Kind if kind.value not in uow.surveys.default_kinds(shop_id)]
