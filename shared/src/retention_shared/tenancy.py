@@ -151,10 +151,13 @@ class CachedKeyDirectory:
     """Looks keys up in a table of keys (key_id, shop_id, key_hash, scopes, revoked), caching answers
     briefly: a revocation takes effect within `ttl_s` everywhere."""
 
-    def __init__(self, engine: Engine, api_keys: Table, ttl_s: float = 5.0) -> None:
+    def __init__(
+        self, engine: Engine, api_keys: Table, ttl_s: float = 5.0, max_entries: int = 10_000
+    ) -> None:
         self._engine = engine
         self._table = api_keys
         self._ttl_s = ttl_s
+        self._max_entries = max_entries
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
@@ -179,5 +182,9 @@ class CachedKeyDirectory:
         principal = Principal(row.shop_id, row.key_id, frozenset(row.scopes)) if row else None
         with self._lock:
             # Unknown keys are cached for a shorter time: the issuing event may just be on its way.
+            self._cache.pop(key_hash, None)  # re-inserted last: the dict's order is the age order
             self._cache[key_hash] = (now if principal else now - self._ttl_s + 0.5, principal)
+            # Callers choose the keys they send: random ones must not grow the memory without end.
+            while len(self._cache) > self._max_entries:
+                del self._cache[next(iter(self._cache))]
         return principal

@@ -69,3 +69,13 @@ def test_the_http_dependency_uses_the_remembered_answer_until_it_expires(engine:
     assert client.get("/whoami", headers=headers).status_code == 200
     directory._ttl_s = 0.0
     assert client.get("/whoami", headers=headers).status_code == 401
+
+
+def test_answers_for_random_keys_are_bounded_and_the_oldest_go_first(engine: Engine) -> None:
+    directory = CachedKeyDirectory(engine, tables.api_keys, ttl_s=60, max_entries=3)
+    directory.lookup(hash_api_key(KEY))
+    for n in range(3):
+        directory.lookup(hash_api_key(f"random-{n}"))
+    assert len(directory._cache) == 3
+    assert directory.remembered(hash_api_key(KEY)) == (False, None)  # the oldest answer went
+    assert hash_api_key("random-2") in directory._cache
