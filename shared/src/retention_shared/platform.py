@@ -79,7 +79,7 @@ def app_with_workers(assembly: Assembly, title: str, service: str, *, run_worker
             workers.stop()
             assembly.dispose()
 
-    background = [ServiceApi("workers", [], {"loops": workers.check_alive})] if run_workers else []
+    background = [ServiceApi("workers", [], liveness={"loops": workers.check_alive})] if run_workers else []
     app = create_app(title, service, [*assembly.apis(), *background])
     app.router.lifespan_context = lifespan
     app.state.assembly = assembly

@@ -112,8 +112,8 @@ class Workers:
                     self._spawn(f"{runtime.name}-{job.name}", self._periodic(job.run, job.interval_s))
 
     def check_alive(self) -> None:
-        """A readiness check: fails when a loop's thread has ended while nobody asked it to stop
-        (an uncaught error), so the process is reported and restarted rather than silently idle."""
+        """A liveness check: fails when a loop's thread has ended while nobody asked it to stop
+        (an uncaught error), so the process is restarted rather than left silently idle."""
         if self._stopping.is_set():
             return
         ended = [loop.name for loop in self._loops if not loop.thread.is_alive()]

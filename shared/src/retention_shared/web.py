@@ -35,11 +35,14 @@ Authenticator = Callable[..., Coroutine[Any, Any, Principal]]
 
 @dataclass
 class ServiceApi:
-    """What a service contributes to an HTTP app: its routers and its readiness checks."""
+    """What a service contributes to an HTTP app: its routers, its readiness checks (is a
+    dependency reachable?) and its liveness checks (is the process still doing its work? A failing
+    one asks the orchestrator for a restart, so it must be cheap and never depend on I/O)."""
 
     name: str
     routers: list[APIRouter]
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    liveness: dict[str, ReadinessCheck] = field(default_factory=dict)
 
 
 class FieldError(BaseModel):
@@ -185,37 +188,46 @@ def create_app(title: str, service: str, apis: list[ServiceApi], *, version: str
         for router in api.routers:
             app.include_router(router, responses=PROBLEM_RESPONSES)
     checks = {f"{api.name}:{name}": check for api in apis for name, check in api.readiness.items()}
-    app.include_router(health_router(checks))
+    alive = {f"{api.name}:{name}": check for api in apis for name, check in api.liveness.items()}
+    app.include_router(health_router(checks, alive))
     return app
 
 
-def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+def health_router(
+    checks: dict[str, ReadinessCheck], liveness: dict[str, ReadinessCheck] | None = None
+) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="Liveness: the process is serving")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @router.get("/healthz", summary="Liveness: the process is serving and its background loops run")
+    def healthz() -> JSONResponse:
+        return _run_checks(liveness or {}, ("ok", "failing"))
 
     @router.get("/readyz", summary="Readiness: the database and the broker are reachable")
     def readyz() -> JSONResponse:
-        results: dict[str, str] = {}
-        ready = True
-        for name, check in checks.items():
-            try:
-                check()
-                results[name] = "ok"
-            except Exception as exc:
-                ready = False
-                results[name] = f"failing: {exc}"[:300]
-        return JSONResponse(
-            {"status": "ready" if ready else "unready", "checks": results}, 200 if ready else 503
-        )
+        return _run_checks(checks, ("ready", "unready"), list_empty=True)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _run_checks(
+    checks: dict[str, ReadinessCheck], words: tuple[str, str], *, list_empty: bool = False
+) -> JSONResponse:
+    results: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"failing: {exc}"[:300]
+    healthy = all(result == "ok" for result in results.values())
+    body: dict[str, object] = {"status": words[0] if healthy else words[1]}
+    if checks or list_empty:
+        body["checks"] = results
+    return JSONResponse(body, 200 if healthy else 503)
 
 
 def _bearer(request: Request) -> str:

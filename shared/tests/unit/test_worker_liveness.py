@@ -6,8 +6,10 @@ import threading
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from retention_shared.runner import Workers
+from retention_shared.web import ServiceApi, create_app
 
 
 def _workers() -> Workers:
@@ -39,3 +41,20 @@ def test_running_loops_and_a_requested_stop_are_healthy() -> None:
     for loop in workers._loops:
         loop.thread.join(5)
     workers.check_alive()
+
+
+def test_healthz_fails_with_the_loop_named_and_readyz_is_unaffected() -> None:
+    healthy = {"fine": True}
+
+    def loops() -> None:
+        if not healthy["fine"]:
+            raise RuntimeError("background loops ended unexpectedly: x-consumer")
+
+    app = create_app("probe", "probe", [ServiceApi("workers", [], liveness={"loops": loops})])
+    client = TestClient(app)
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {"workers:loops": "ok"}}
+    healthy["fine"] = False
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert "x-consumer" in answer.json()["checks"]["workers:loops"]
+    assert client.get("/readyz").status_code == 200
