@@ -534,10 +534,11 @@ def build_console_router(
             )
         return await settings_page(page, new_key=answer.data)
 
-    @router.post("/settings/api-keys/{key_id}/rotate")
-    async def rotate_key(page: SignedIn, key_id: str) -> Response:
+    async def change_key(page: SignedIn, method: str, path: str, key_id: str) -> Answer | Response:
+        """Rotate or revoke a key: the old key's console sessions end with it, and so does this
+        page's session when it was signed in with that key. The API's answer, or the page to show."""
         page.require("admin")
-        answer = await page.api("POST", f"/v1/api-keys/{quote(key_id, safe='')}/rotate")
+        answer = await page.api(method, path)
         if answer.not_found:
             raise page.not_found()
         if not answer.ok:
@@ -547,21 +548,20 @@ def build_console_router(
         await run_in_threadpool(store.end_sessions_of_key, page.shop_id, key_id)
         if page.session.key_id == key_id:
             return signed_out_response(page.request)
-        return await settings_page(page, new_key=answer.data)
+        return answer
+
+    @router.post("/settings/api-keys/{key_id}/rotate")
+    async def rotate_key(page: SignedIn, key_id: str) -> Response:
+        changed = await change_key(page, "POST", f"/v1/api-keys/{quote(key_id, safe='')}/rotate", key_id)
+        if isinstance(changed, Response):
+            return changed
+        return await settings_page(page, new_key=changed.data)
 
     @router.post("/settings/api-keys/{key_id}/revoke")
     async def revoke_key(page: SignedIn, key_id: str) -> Response:
-        page.require("admin")
-        answer = await page.api("DELETE", f"/v1/api-keys/{quote(key_id, safe='')}")
-        if answer.not_found:
-            raise page.not_found()
-        if not answer.ok:
-            return page.render(
-                "error.html", status=502, message=page.t("not_available_detail", detail=answer.detail)
-            )
-        await run_in_threadpool(store.end_sessions_of_key, page.shop_id, key_id)
-        if page.session.key_id == key_id:
-            return signed_out_response(page.request)
+        changed = await change_key(page, "DELETE", f"/v1/api-keys/{quote(key_id, safe='')}", key_id)
+        if isinstance(changed, Response):
+            return changed
         return RedirectResponse(f"{PREFIX}/settings?notice=key_revoked", 303)
 
     def signed_out_response(request: Request) -> Response:
