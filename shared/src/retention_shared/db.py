@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -102,3 +103,20 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def copy_text(value: str) -> str:
+    """A value in COPY's text format: backslash, tab, newline and carriage return escaped."""
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def driver_cursor(session: Session) -> Any:
+    """A psycopg cursor on the session's own connection, so what it runs is part of the session's
+    transaction. For bulk statements (COPY, arrays) that SQLAlchemy would send row by row."""
+    driver_connection = session.connection().connection.driver_connection
+    assert driver_connection is not None
+    return driver_connection.cursor()

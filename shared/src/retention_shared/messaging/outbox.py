@@ -12,7 +12,6 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -35,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from retention_shared.clock import Clock
-from retention_shared.db import UTCDateTime
+from retention_shared.db import UTCDateTime, copy_text, driver_cursor
 from retention_shared.events.catalogue import spec_for
 from retention_shared.events.envelope import Envelope
 from retention_shared.messaging.ports import Publisher
@@ -85,24 +84,32 @@ def messaging_tables(metadata: MetaData) -> MessagingTables:
 
 
 class OutboxWriter:
-    """Collects a unit of work's outgoing events and writes them when it commits."""
+    """Collects a unit of work's outgoing events and writes them when it commits.
+
+    On PostgreSQL the rows go in one COPY, in text format built here: a consumer's poll or an
+    ingest batch adds hundreds of events, and executemany would cost a statement each. COPY keeps
+    the order of the rows, so ids (and the relay's publishing order) follow the order of `add`.
+    Elsewhere (SQLite, the embedded mode) they go through one executemany.
+    """
 
     def __init__(self, session: Session, tables: MessagingTables, clock: Clock) -> None:
         self._session = session
         self._tables = tables
         self._clock = clock
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[str, str, str, str]] = []
+        self._postgresql = session.get_bind().dialect.name == "postgresql"
 
     def add(self, envelope: Envelope) -> None:
-        self._pending.append(
-            {
-                "event_id": envelope.id,
-                "topic": spec_for(envelope.type).topic.name,
-                "key": envelope.key,
-                "payload": envelope.model_dump_json(),
-                "created_at": self._clock.now(),
-            }
+        self.add_serialized(
+            event_id=envelope.id,
+            topic=spec_for(envelope.type).topic.name,
+            key=envelope.key,
+            envelope=envelope.model_dump_json(),
         )
+
+    def add_serialized(self, *, event_id: str, topic: str, key: str, envelope: str) -> None:
+        """Like `add`, for an envelope its caller has already validated and turned into JSON."""
+        self._pending.append((event_id, topic, key, envelope))
 
     def discard(self) -> None:
         """Forget events of a handler attempt that was rolled back."""
@@ -113,24 +120,59 @@ class OutboxWriter:
         return len(self._pending)
 
     def flush(self) -> None:
-        if self._pending:
-            self._session.execute(insert(self._tables.outbox), self._pending)
-            self._pending = []
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        created_at = self._clock.now()
+        if not self._postgresql:
+            self._session.execute(
+                insert(self._tables.outbox),
+                [
+                    {"event_id": e, "topic": t, "key": k, "payload": p, "created_at": created_at}
+                    for e, t, k, p in rows
+                ],
+            )
+            return
+        created = created_at.isoformat()
+        lines = "".join(
+            f"{copy_text(e)}\t{copy_text(t)}\t{copy_text(k)}\t{copy_text(p)}\t{created}\n"
+            for e, t, k, p in rows
+        )
+        statement = f"COPY {self._tables.outbox.name} (event_id, topic, key, payload, created_at) FROM STDIN"
+        with driver_cursor(self._session) as cursor, cursor.copy(statement) as copy:
+            copy.write(lines)
 
 
 class Inbox:
-    """Remembers which events a consumer group has applied, so redeliveries have no effect."""
+    """Remembers which events a consumer group has applied, so redeliveries have no effect.
+
+    Consumers ask about and record a whole poll at once. On PostgreSQL each is one statement
+    whatever the poll's size: the ids travel as binary arrays (`%b`; psycopg quotes each item of a
+    text-format array in Python) and `unnest` / `= ANY` turn them back into rows.
+    """
 
     def __init__(self, session: Session, tables: MessagingTables, clock: Clock) -> None:
         self._session = session
         self._table = tables.inbox
         self._clock = clock
+        self._postgresql = session.get_bind().dialect.name == "postgresql"
 
     def seen_many(self, group: str, identities: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (shop_id, event_id) pairs were applied already."""
-        found: set[tuple[str, str]] = set()
+        if not identities:
+            return set()
         wanted = set(identities)
         event_ids = sorted({event_id for _, event_id in identities})
+        if self._postgresql:
+            with driver_cursor(self._session) as cursor:
+                # One parameter however long the poll, and the lookup uses ix_inbox_lookup.
+                cursor.execute(
+                    f"SELECT shop_id, event_id FROM {self._table.name}"
+                    " WHERE consumer_group = %s AND event_id = ANY(%b::text[])",
+                    (group, event_ids),
+                )
+                return {pair for pair in cursor.fetchall() if pair in wanted}
+        found: set[tuple[str, str]] = set()
         for start in range(0, len(event_ids), 500):
             rows = self._session.execute(
                 select(self._table.c.shop_id, self._table.c.event_id).where(
@@ -142,22 +184,30 @@ class Inbox:
         return found
 
     def record_many(self, group: str, identities: list[tuple[str, str]]) -> None:
-        if identities:
-            now = self._clock.now()
-            self._session.execute(
-                insert(self._table),
-                [
-                    {"consumer_group": group, "shop_id": shop_id, "event_id": event_id, "processed_at": now}
-                    for shop_id, event_id in identities
-                ],
-            )
+        if not identities:
+            return
+        now = self._clock.now()
+        if self._postgresql:
+            with driver_cursor(self._session) as cursor:
+                # A plain INSERT: an identity recorded meanwhile by another consumer of the group
+                # fails the batch instead of being applied twice.
+                cursor.execute(
+                    f"INSERT INTO {self._table.name} (consumer_group, shop_id, event_id, processed_at)"
+                    " SELECT %s, shop_id, event_id, %s"
+                    " FROM unnest(%b::text[], %b::text[]) AS i(shop_id, event_id)",
+                    (group, now, [shop_id for shop_id, _ in identities], [e for _, e in identities]),
+                )
+            return
+        self._session.execute(
+            insert(self._table),
+            [
+                {"consumer_group": group, "shop_id": shop_id, "event_id": event_id, "processed_at": now}
+                for shop_id, event_id in identities
+            ],
+        )
 
     def record(self, group: str, shop_id: str, event_id: str) -> None:
-        self._session.execute(
-            insert(self._table).values(
-                consumer_group=group, shop_id=shop_id, event_id=event_id, processed_at=self._clock.now()
-            )
-        )
+        self.record_many(group, [(shop_id, event_id)])
 
     def purge_older_than(self, age: timedelta) -> int:
         result = self._session.execute(

@@ -23,11 +23,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from customer_api.adapters import tables
+from retention_shared.db import copy_text, driver_cursor
 from retention_shared.events.envelope import SPEC_VERSION
-from retention_shared.messaging.outbox import OutboxWriter
 
 EVENT_COLUMNS = "shop_id, event_id, type, customer_id, occurred_at, received_at, payload"
-OUTBOX_COLUMNS = "event_id, topic, key, payload, created_at"
 _LOOKUP_BATCH = 500
 
 
@@ -158,7 +157,7 @@ def _copy_into_table(
 ) -> None:
     from psycopg.errors import UniqueViolation
 
-    with _raw_cursor(session) as cursor:
+    with driver_cursor(session) as cursor:
         try:
             with cursor.copy(f"COPY {tables.ingested_events.name} ({EVENT_COLUMNS}) FROM STDIN") as copy:
                 copy.write(_event_lines(shop_id, events, received_at))
@@ -170,7 +169,7 @@ def _copy_through_stage(
     session: Session, shop_id: str, events: Sequence[SerializedEvent], received_at: datetime
 ) -> set[str]:
     table = tables.ingested_events.name
-    with _raw_cursor(session) as cursor:
+    with driver_cursor(session) as cursor:
         cursor.execute(
             f"CREATE TEMPORARY TABLE import_stage (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
         )
@@ -185,54 +184,5 @@ def _copy_through_stage(
     return inserted
 
 
-class CopyOutboxWriter(OutboxWriter):
-    """The kit's outbox writer, plus events already serialized, flushed with COPY on PostgreSQL
-    (one round trip for thousands of rows, where executemany sends a statement per row)."""
-
-    def add_serialized(self, *, event_id: str, topic: str, key: str, envelope: str) -> None:
-        """Like `add(envelope)`, for an envelope already in its JSON form."""
-        self._pending.append(
-            {"event_id": event_id, "topic": topic, "key": key, "payload": envelope, "created_at": None}
-        )
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        now = self._clock.now()
-        for row in self._pending:
-            if row["created_at"] is None:
-                row["created_at"] = now
-        if _dialect(self._session) != "postgresql":
-            super().flush()
-            return
-        created = now.isoformat()
-        lines = "".join(
-            f"{copy_text(row['event_id'])}\t{row['topic']}\t{copy_text(row['key'])}\t"
-            f"{copy_text(row['payload'])}\t"
-            f"{created if row['created_at'] is now else row['created_at'].isoformat()}\n"
-            for row in self._pending
-        )
-        with (
-            _raw_cursor(self._session) as cursor,
-            cursor.copy(f"COPY {self._tables.outbox.name} ({OUTBOX_COLUMNS}) FROM STDIN") as copy,
-        ):
-            copy.write(lines)
-        self._pending = []
-
-
-def copy_text(value: str) -> str:
-    """A value in COPY's text format: backslash, tab, newline and carriage return escaped."""
-    if "\\" in value:
-        value = value.replace("\\", "\\\\")
-    if "\t" in value or "\n" in value or "\r" in value:
-        value = value.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value
-
-
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
-
-
-def _raw_cursor(session: Session) -> Any:
-    """A psycopg cursor on the session's connection, inside its transaction."""
-    return session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]

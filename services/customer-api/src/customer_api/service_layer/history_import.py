@@ -25,7 +25,6 @@ from sqlalchemy import select
 from customer_api.adapters import tables
 from customer_api.adapters.bulk import (
     AlreadyStored,
-    CopyOutboxWriter,
     SerializedEvent,
     encode_json,
     serialize_event,
@@ -267,8 +266,7 @@ def _write_transaction(
 ) -> _Written:
     """One transaction: the new events and their outbox rows."""
     with uow_factory() as uow:
-        outbox = CopyOutboxWriter(uow.session, tables.messaging, uow.clock)
-        uow.outbox = outbox
+        outbox = uow.outbox
         inserted = store_new_events(
             uow.session, shop_id, prepared.events, prepared.received_at, careful=careful
         )

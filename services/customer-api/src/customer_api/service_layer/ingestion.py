@@ -9,8 +9,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from customer_api.adapters import tables
-from customer_api.adapters.bulk import CopyOutboxWriter, encode_json, serialize_event, store_new_events
+from customer_api.adapters.bulk import encode_json, serialize_event, store_new_events
 from customer_api.domain.money import amount_problem, check_currency
 from customer_api.service_layer.uow import CustomerApiUnitOfWork
 from retention_shared.events.catalogue import INGESTIBLE_TYPES, EventData, spec_for
@@ -140,8 +139,7 @@ def ingest_events(*, uow: CustomerApiUnitOfWork, shop_id: str, raw_events: list[
         for _, event in candidates.values()
     ]
     with uow:
-        outbox = CopyOutboxWriter(uow.session, tables.messaging, uow.clock)
-        uow.outbox = outbox
+        outbox = uow.outbox
         inserted = store_new_events(uow.session, shop_id, serialized, uow.clock.now(), careful=True)
         for row in serialized:
             index, event = candidates[row.event_id]
