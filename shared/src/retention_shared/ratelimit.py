@@ -1,4 +1,4 @@
-"""Per-API-key rate limiting (a moving window, kept in the process's memory)."""
+"""Per-API-key rate limiting (a sliding window counter, kept in the process's memory)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ class KeyRateLimiter:
 
     def __init__(self, spec: str) -> None:
         self._item = parse(spec)
-        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        # A sliding window counter costs the same whatever the limit: a moving window keeps one
+        # timestamp per request and inserts each new one at the front of the key's list, so a
+        # key allowed thousands of requests a second pays for copying thousands on every call.
+        self._limiter = strategies.SlidingWindowCounterRateLimiter(storage.MemoryStorage())
 
     def retry_after(self, key_id: str) -> int | None:
         """None if the request may proceed, else the seconds to wait before retrying."""
