@@ -35,11 +35,13 @@ def console_overview(ctx: Context) -> Result:
     """Every service's API in one process on fresh PostgreSQL databases migrated with Alembic, as the
     all-in-one app builds it (no workers run, so nothing else competes for the two cores). One shop
     is created through the API; its segmentation state is loaded with COPY: one row per customer
-    (scored, with a CLV) and one order per purchase event, spread over two years. The operator
-    signs in to the console, chooses the shop, and the timed request is `GET /console/?days=30`
-    served in-process (ASGI, no network): the page asks `/v1/kpis` for this period and the
-    previous one and the survey-service for its surveys, then renders the cards and the SVG
-    charts. The KPI API alone is timed as well, to show where the time goes."""
+    (scored, with a CLV) and one order per purchase event, spread over two years. Then the
+    segmentation-worker stores the shop's KPI snapshots, as its daily recompute does (timed). The
+    operator signs in to the console, chooses the shop, and the timed request is
+    `GET /console/?days=30` served in-process (ASGI, no network): the page asks `/v1/kpis` for
+    this period and the previous one and the survey-service for its surveys, then renders the
+    cards and the SVG charts. A KPI call for a period without a snapshot (30 days ending now) is
+    timed as well, to show what the snapshots save."""
     require_infrastructure()
     customers = 100_000 if ctx.quick else 1_000_000
     events = customers * 5
@@ -47,16 +49,23 @@ def console_overview(ctx: Context) -> Result:
         parameters={"customers": f"{customers:,}", "purchase events (orders)": f"{events:,}", "shops": "1"}
     )
     with fresh_databases(4) as urls:
-        app, dispose = _all_in_one(urls)
+        app, assembly = _all_in_one(urls)
         try:
             shop_id = asyncio.run(_create_shop(app))
             seed_s = _seed_segmentation(urls[1], shop_id, customers, events)
             result.add("seed_s", "seeding (COPY) of the segmentation state", seed_s, "s")
+            refresh_s = _store_kpi_snapshots(assembly, shop_id)
+            result.add(
+                "snapshots_s",
+                "storing the KPI snapshots (the daily recompute's last step: 8 periods)",
+                refresh_s,
+                "s",
+            )
             pages, kpis, checks = asyncio.run(_measure(app, shop_id))
         finally:
-            dispose()
+            assembly.dispose()
     _summarise(result, "overview", "GET /console/ (server time)", pages)
-    _summarise(result, "kpi", "GET /v1/kpis alone (one period)", kpis)
+    _summarise(result, "kpi", "GET /v1/kpis for 30 days ending now (aggregated live, no snapshot)", kpis)
     result.tables.append(
         Table(
             "What the measured page showed",
@@ -64,13 +73,25 @@ def console_overview(ctx: Context) -> Result:
             [[name, value] for name, value in checks.items()],
         )
     )
-    if result.value("overview_p95_ms") > TARGET_P95_MS:
-        result.notes.append(
-            "The page makes two /v1/kpis calls, and each reads every order of the shop up to the "
-            "period's end (segmentation-worker `queries.kpis`); that query dominates the page's time. "
-            "Meeting the target needs pre-aggregated KPIs in the segmentation-worker, not console work."
-        )
+    result.notes.append(
+        "The page's two /v1/kpis calls (the 30 whole UTC days before today, and the 30 before those) "
+        "are answered from the snapshots the daily recompute stores; a period without a current "
+        "snapshot is aggregated live, as the last figure shows (each such call reads every order of "
+        "its period and the one before it)."
+    )
     return result
+
+
+def _store_kpi_snapshots(assembly: Any, shop_id: str) -> float:
+    """What the segmentation-worker's daily recompute does last for each shop."""
+    from segmentation_worker.service_layer import queries
+
+    (runtime,) = [r for r in assembly.runtimes if r.name == "segmentation-worker"]
+    started = time.perf_counter()
+    with runtime.uow_factory() as uow:
+        queries.refresh_kpi_snapshots(uow, shop_id)
+        uow.commit()
+    return time.perf_counter() - started
 
 
 def _all_in_one(urls: list[str]) -> tuple[Any, Any]:
@@ -90,7 +111,7 @@ def _all_in_one(urls: list[str]) -> tuple[Any, Any]:
     )
     assembly = assemble(list(discover_services().values()), settings, migrate=True)
     app = app_with_workers(assembly, "bench", "all-in-one", run_workers=False)
-    return app, assembly.dispose
+    return app, assembly
 
 
 def _client(app: Any) -> httpx.AsyncClient:
@@ -201,7 +222,7 @@ async def _measure(app: Any, shop_id: str) -> tuple[list[float], list[float], di
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Retention-Shop": shop_id}
         params = {"from": (now - timedelta(days=30)).isoformat(), "to": now.isoformat()}
         kpis: list[float] = []
-        deadline = time.monotonic() + SAMPLING_BUDGET_S / 2
+        deadline = time.monotonic() + SAMPLING_BUDGET_S / 4
         while not kpis or (len(kpis) < MAX_SAMPLES and time.monotonic() < deadline):
             started = time.perf_counter()
             response = await client.get("/v1/kpis", params=params, headers=headers)

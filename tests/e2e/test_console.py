@@ -181,8 +181,9 @@ class TestOverview:
         customers = [f"cust-{n}" for n in range(1, 6)]
         for customer_id in customers:
             put_customer(base, headers, customer_id, f"Customer {customer_id}", f"{customer_id}@example.com")
-        ingest(platform, shop, purchases(["cust-aiko", *customers]))
-        ingest(platform, shop, purchases(customers[:2], days_ago=1, prefix="again"))
+        # The purchase figures cover whole days up to yesterday: these purchases are late ones.
+        ingest(platform, shop, purchases(["cust-aiko", *customers], days_ago=1))
+        ingest(platform, shop, purchases(customers[:2], days_ago=2, prefix="again"))
 
         def active_customers() -> int | None:
             page.reload()

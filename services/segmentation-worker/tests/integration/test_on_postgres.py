@@ -21,6 +21,7 @@ from retention_shared.testing.infra import eventually
 from segmentation_worker.adapters import tables
 from segmentation_worker.domain.kpis import compute_kpis
 from segmentation_worker.service_layer import handlers
+from segmentation_worker.service_layer.erasure import customer_erased
 from segmentation_worker.service_layer.recompute import recompute_shop
 
 pytestmark = pytest.mark.integration
@@ -324,3 +325,107 @@ class TestKpisOnPostgres:
         assert got["cohorts"] == [
             {"month": c.month, "customers": c.customers, "retention": c.retention} for c in expected.cohorts
         ]
+
+
+class TestKpiSnapshotsOnPostgres:
+    """The daily recompute stores the standard periods' KPIs; an answer comes from the snapshot
+    only while no order of its period has been written or erased since."""
+
+    def kpis(self, service: Service, headers: dict[str, str], days: int = 30) -> dict[str, Any]:
+        end = service.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        period = {"from": (end - timedelta(days=days)).isoformat(), "to": end.isoformat()}
+        response = service.client.get("/v1/kpis", params=period, headers=headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def snapshot_shop(self, service: Service) -> tuple[dict[str, str], dict[str, Any], datetime]:
+        headers = service.register_shop(SHOP)
+        service.apply(*service.history(SHOP, 200, seed=3))
+        live = self.kpis(service, headers)
+        # The recompute runs later in the day than the writes, as the daily one does.
+        service.clock.advance(timedelta(hours=1))
+        service.client.post("/v1/segmentation/recompute", headers=headers)
+        service.recompute_due()
+        stored_at = service.clock.now()
+        service.clock.advance(timedelta(minutes=5))
+        return headers, live, stored_at
+
+    def test_a_standard_period_is_answered_from_its_snapshot_with_the_live_figures(
+        self, pg_service: Service
+    ) -> None:
+        headers, live, stored_at = self.snapshot_shop(pg_service)
+
+        for days in (7, 30, 90, 365):
+            answer = self.kpis(pg_service, headers, days)
+            assert datetime.fromisoformat(answer["computed_at"]) == stored_at, days
+        answer = self.kpis(pg_service, headers)
+        assert live["active_customers"] > 10
+        assert {**answer, "computed_at": None, "average_clv": None} == {
+            **live,
+            "computed_at": None,
+            "average_clv": None,
+        }
+        # The average CLV as the recompute left it.
+        state = tables.customer_state.c
+        average = column(pg_service, select(func.avg(state.clv)).where(state.clv.is_not(None)))[0][0]
+        assert answer["average_clv"] == (None if average is None else pytest.approx(float(average)))
+
+        # Another period is aggregated now.
+        end = pg_service.clock.now()
+        other = pg_service.client.get(
+            "/v1/kpis",
+            params={"from": (end - timedelta(days=30)).isoformat(), "to": end.isoformat()},
+            headers=headers,
+        ).json()
+        assert datetime.fromisoformat(other["computed_at"]) == pg_service.clock.now()
+
+    def test_todays_orders_leave_the_snapshot_in_use_and_a_backdated_one_does_not(
+        self, pg_service: Service
+    ) -> None:
+        headers, live, stored_at = self.snapshot_shop(pg_service)
+
+        pg_service.apply(pg_service.purchase(SHOP, "c-today", "o-today", "900"))
+        assert datetime.fromisoformat(self.kpis(pg_service, headers)["computed_at"]) == stored_at
+
+        pg_service.apply(
+            pg_service.purchase(SHOP, "c-late", "o-late", "900", pg_service.clock.now() - timedelta(days=3))
+        )
+        answer = self.kpis(pg_service, headers)
+        assert datetime.fromisoformat(answer["computed_at"]) == pg_service.clock.now()
+        assert answer["active_customers"] == live["active_customers"] + 1
+        assert answer["revenue"] == pytest.approx(live["revenue"] + 900)
+
+    def test_a_refund_of_an_order_in_the_period_makes_the_figures_live(self, pg_service: Service) -> None:
+        headers, live, _ = self.snapshot_shop(pg_service)
+        order = column(
+            pg_service,
+            select(tables.orders.c.customer_id, tables.orders.c.order_id, tables.orders.c.purchased_at)
+            .where(tables.orders.c.purchased_at >= pg_service.clock.now() - timedelta(days=20))
+            .limit(1),
+        )[0]
+
+        refund = pg_service.event(
+            "refund_issued", SHOP, order[0], {"order_id": order[1], "amount": "100", "currency": "JPY"}
+        )
+        pg_service.apply(refund)
+
+        answer = self.kpis(pg_service, headers)
+        assert datetime.fromisoformat(answer["computed_at"]) == pg_service.clock.now()
+        assert answer["revenue"] == pytest.approx(live["revenue"] - 100)
+
+    def test_an_erasure_makes_the_figures_live(self, pg_service: Service) -> None:
+        headers, live, _ = self.snapshot_shop(pg_service)
+        buyer = column(
+            pg_service,
+            select(tables.orders.c.customer_id)
+            .where(tables.orders.c.purchased_at >= pg_service.clock.now() - timedelta(days=20))
+            .limit(1),
+        )[0][0]
+
+        with pg_service.uow_factory() as uow:
+            customer_erased(pg_service.event("customer_erased", SHOP, buyer, {"erasure_id": "er-9"}), uow)
+            uow.commit()
+
+        answer = self.kpis(pg_service, headers)
+        assert datetime.fromisoformat(answer["computed_at"]) == pg_service.clock.now()
+        assert answer["active_customers"] == live["active_customers"] - 1

@@ -4,7 +4,7 @@ and a recompute reads and writes a whole shop as columns."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +16,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
+    or_,
     select,
     update,
 )
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session
 from retention_shared.db import UTCDateTime, json_dumps
 from segmentation_worker.adapters.tables import (
     customer_state,
+    kpi_snapshots,
     login_days,
     model_fits,
     orders,
@@ -202,6 +205,94 @@ class StateRepository:
             "cohort_sizes": {str(month): int(count) for month, count in cohort_sizes.items()},
             "cohort_cells": [(str(cohort), str(month), int(count)) for cohort, month, count in cells],
         }
+
+    # --- KPI snapshots --------------------------------------------------------------------------
+
+    def kpi_snapshot(
+        self, shop_id: str, start: datetime, end: datetime, *, margin: timedelta
+    ) -> dict[str, Any] | None:
+        """The stored figures of exactly this period, if no order of the period was written (or
+        erased) after they were computed. Writes up to `margin` before count as after: a
+        transaction stamps its orders when it starts and may commit after the snapshot's read."""
+        found = (
+            self._session.execute(
+                select(kpi_snapshots).where(
+                    kpi_snapshots.c.shop_id == shop_id,
+                    kpi_snapshots.c.period_start == start,
+                    kpi_snapshots.c.period_end == end,
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if found is None:
+            return None
+        computed_at = found["computed_at"] - margin
+        revised_at = self._session.execute(
+            select(shop_stats.c.kpi_revised_at).where(shop_stats.c.shop_id == shop_id)
+        ).scalar_one_or_none()
+        if revised_at is not None and revised_at >= computed_at:
+            return None
+        # Orders written since (index on shop and updated_at): a purchase or refund dated inside
+        # the period, or a first purchase before it, changes its figures. Later orders do not.
+        written_since = self._session.execute(
+            select(orders.c.order_id)
+            .where(
+                orders.c.shop_id == shop_id,
+                orders.c.updated_at >= computed_at,
+                or_(orders.c.purchased_at < end, orders.c.purchased_at.is_(None)),
+            )
+            .limit(1)
+        ).first()
+        return None if written_since is not None else dict(found)
+
+    def save_kpi_snapshot(
+        self,
+        shop_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        figures: dict[str, Any],
+        average_clv: float | None,
+        computed_at: datetime,
+    ) -> None:
+        self._upsert(
+            kpi_snapshots,
+            [
+                {
+                    "shop_id": shop_id,
+                    "period_start": start,
+                    "period_end": end,
+                    "figures": figures,
+                    "average_clv": average_clv,
+                    "computed_at": computed_at,
+                }
+            ],
+            ["shop_id", "period_start", "period_end"],
+        )
+
+    def forget_kpi_snapshots(self, shop_id: str, *, computed_before: datetime) -> None:
+        self._session.execute(
+            delete(kpi_snapshots).where(
+                kpi_snapshots.c.shop_id == shop_id, kpi_snapshots.c.computed_at < computed_before
+            )
+        )
+
+    def mark_kpis_revised(self, shop_id: str, *, at: datetime) -> None:
+        self._upsert(
+            shop_stats, [{"shop_id": shop_id, "buyers": 0, "net_spend": ZERO}], ["shop_id"], update=False
+        )
+        self._session.execute(
+            update(shop_stats).where(shop_stats.c.shop_id == shop_id).values(kpi_revised_at=at)
+        )
+
+    def average_clv(self, shop_id: str) -> float | None:
+        found = self._session.execute(
+            select(func.avg(customer_state.c.clv)).where(
+                customer_state.c.shop_id == shop_id, customer_state.c.clv.is_not(None)
+            )
+        ).scalar_one_or_none()
+        return None if found is None else float(found)
 
     # --- shop aggregates ------------------------------------------------------------------------
 

@@ -81,10 +81,14 @@ orders = Table(
     Column("purchased_at", UTCDateTime()),
     Column("amount", Money, nullable=False, default=0),
     Column("refunded", Money, nullable=False, default=0),
+    # When this worker last wrote the row (a purchase or refund applied): a stored KPI snapshot is
+    # out of date once an order of its period has been written after it (see kpi_snapshots).
+    Column("updated_at", UTCDateTime()),
     PrimaryKeyConstraint("shop_id", "order_id"),
     Index("ix_orders_customer", "shop_id", "customer_id", "purchased_at"),
     # KPIs aggregate a shop's orders of a period.
     Index("ix_orders_time", "shop_id", "purchased_at"),
+    Index("ix_orders_updated", "shop_id", "updated_at"),
 )
 
 shop_stats = Table(
@@ -98,6 +102,23 @@ shop_stats = Table(
     Column("quintile_edges", JSONDocument),
     Column("typical_interval_days", Float),
     Column("last_recompute_at", UTCDateTime()),
+    # Set when orders are deleted (erasure), which no order's updated_at can show.
+    Column("kpi_revised_at", UTCDateTime()),
+)
+
+# The KPI figures of a shop's standard periods (whole UTC days), computed by the daily recompute:
+# aggregating a period's orders takes seconds for a shop with millions of them, too slow for a
+# dashboard view. A snapshot is used only while no order of its period has been written since.
+kpi_snapshots = Table(
+    "kpi_snapshots",
+    metadata,
+    Column("shop_id", String(128), nullable=False),
+    Column("period_start", UTCDateTime(), nullable=False),
+    Column("period_end", UTCDateTime(), nullable=False),
+    Column("figures", JSONDocument, nullable=False),
+    Column("average_clv", Float),
+    Column("computed_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("shop_id", "period_start", "period_end"),
 )
 
 # Support tickets one row each, so a resolution counts once whichever of the two arrives first.

@@ -26,6 +26,9 @@ def customer_erased(event: Envelope, uow: SegmentationUnitOfWork) -> None:
     removed_orders = uow.session.execute(
         delete(orders).where(orders.c.shop_id == event.shop_id, orders.c.customer_id == event.customer_id)
     )
+    if _count(removed_orders):
+        # The shop's KPI snapshots counted these orders; live figures no longer do.
+        uow.state.mark_kpis_revised(event.shop_id, at=uow.clock.now())
     removed_state = uow.session.execute(
         delete(customer_state).where(
             customer_state.c.shop_id == event.shop_id, customer_state.c.customer_id == event.customer_id

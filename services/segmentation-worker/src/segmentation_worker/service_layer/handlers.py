@@ -100,7 +100,7 @@ def apply_activity(events: list[Envelope], uow: SegmentationUnitOfWork) -> None:
             net + _net(states[key]) - was_net,
         )
 
-    uow.state.save_orders([orders[k] for k in sorted(changed_orders)])
+    uow.state.save_orders([{**orders[k], "updated_at": now} for k in sorted(changed_orders)])
     uow.state.adjust_shops(shop_deltas)
     if tickets:
         uow.state.save_tickets(list(tickets.values()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -95,17 +95,66 @@ def model_fits(uow: SegmentationUnitOfWork, shop_id: str) -> dict[str, dict[str,
     return uow.state.current_fits(shop_id)
 
 
-def kpis(
-    uow: SegmentationUnitOfWork, shop_id: str, *, start: datetime, end: datetime
-) -> tuple[Kpis, float | None]:
-    """The period's KPIs, and the average CLV of the shop's buyers as last scored."""
-    result = kpis_from_figures(uow.state.kpi_figures(shop_id, start, end), start=start, end=end)
-    average_clv = uow.session.execute(
-        select(func.avg(customer_state.c.clv)).where(
-            customer_state.c.shop_id == shop_id, customer_state.c.clv.is_not(None)
+@dataclass(frozen=True)
+class KpiAnswer:
+    kpis: Kpis
+    average_clv: float | None
+    # When the figures were aggregated: now, or the time of the snapshot they come from.
+    computed_at: datetime
+
+
+def kpis(uow: SegmentationUnitOfWork, shop_id: str, *, start: datetime, end: datetime) -> KpiAnswer:
+    """The period's KPIs, and the average CLV of the shop's buyers as last scored.
+
+    A standard period (see `standard_kpi_periods`) is answered from its snapshot while that is
+    current; any other period, or one whose snapshot is out of date, is aggregated now."""
+    snapshot = uow.state.kpi_snapshot(shop_id, start, end, margin=SNAPSHOT_MARGIN)
+    if snapshot is not None:
+        return KpiAnswer(
+            kpis_from_figures(snapshot["figures"], start=start, end=end),
+            snapshot["average_clv"],
+            snapshot["computed_at"],
         )
-    ).scalar_one_or_none()
-    return result, None if average_clv is None else float(average_clv)
+    figures = uow.state.kpi_figures(shop_id, start, end)
+    return KpiAnswer(
+        kpis_from_figures(figures, start=start, end=end), uow.state.average_clv(shop_id), uow.clock.now()
+    )
+
+
+# The console's period choices; each is also compared with the period just before it.
+STANDARD_KPI_DAYS = (7, 30, 90, 365)
+SNAPSHOTS_KEPT_FOR = timedelta(days=2)
+# Orders written up to this long before a snapshot still make it out of date (transactions that
+# were in flight while it was aggregated).
+SNAPSHOT_MARGIN = timedelta(minutes=10)
+
+
+def standard_kpi_periods(now: datetime) -> list[tuple[datetime, datetime]]:
+    """The whole UTC days before today, in runs of each standard length, and the run before each."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    periods = []
+    for days in STANDARD_KPI_DAYS:
+        length = timedelta(days=days)
+        periods += [(today - length, today), (today - 2 * length, today - length)]
+    return periods
+
+
+def refresh_kpi_snapshots(uow: SegmentationUnitOfWork, shop_id: str) -> int:
+    """Aggregate and store the shop's standard periods; drop the snapshots of earlier days."""
+    now = uow.clock.now()
+    average_clv = uow.state.average_clv(shop_id)
+    periods = standard_kpi_periods(now)
+    for start, end in periods:
+        uow.state.save_kpi_snapshot(
+            shop_id,
+            start,
+            end,
+            figures=uow.state.kpi_figures(shop_id, start, end),
+            average_clv=average_clv,
+            computed_at=now,
+        )
+    uow.state.forget_kpi_snapshots(shop_id, computed_before=now - SNAPSHOTS_KEPT_FOR)
+    return len(periods)
 
 
 MAX_KPI_PERIOD = timedelta(days=5 * 366)

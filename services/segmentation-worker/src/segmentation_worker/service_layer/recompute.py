@@ -34,6 +34,7 @@ from segmentation_worker.domain.scoring import (
     quintile_edges_of,
     score,
 )
+from segmentation_worker.service_layer import queries
 from segmentation_worker.service_layer.context import current_fits
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
@@ -383,3 +384,12 @@ def execute_run(*, uow_factory: UowFactory, clock: Clock, run: dict[str, Any]) -
             # A failed run still counts as today's, or the scheduler would retry it every minute.
             uow.state.save_shop_learning_time(run["shop_id"], at=started)
             uow.commit()
+        return
+    try:
+        # After the scores, so the snapshots' average CLV is the new one. A failure here leaves
+        # the dashboard on live (slower) figures; the run itself succeeded.
+        with uow_factory() as uow:
+            queries.refresh_kpi_snapshots(uow, run["shop_id"])
+            uow.commit()
+    except Exception:
+        log.exception("storing the KPI snapshots of %s failed", run["shop_id"])

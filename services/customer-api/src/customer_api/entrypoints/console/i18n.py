@@ -72,6 +72,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     # overview
     "period": ("Period", "期間"),
     "last_n_days": ("Last {n} days", "直近 {n} 日"),
+    "whole_days_note": (
+        "Purchase figures: whole days up to yesterday (UTC). Survey scores include today.",
+        "購買の指標は昨日（UTC）までの丸一日単位、アンケートの指標は今日までです。",
+    ),
     "show": ("Show", "表示"),
     "kpi": ("KPI", "KPI"),
     "current": ("This period", "今期"),

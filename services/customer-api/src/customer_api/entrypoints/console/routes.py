@@ -46,6 +46,15 @@ STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
 SEARCH_PAGES = 4
 SEARCH_PAGE_SIZE = 500
 PERIODS = (7, 30, 90, 365)
+
+
+def whole_days_end() -> datetime:
+    """The end of the KPI periods: today's start in UTC. Periods of whole UTC days up to yesterday
+    are the ones the segmentation-worker keeps daily snapshots of (seconds to aggregate live
+    for a shop with millions of orders); cohort months are UTC months as well."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 SCOPES = ("customers:read", "customers:write", "events:write", "admin")
 NOTICES = {"followup_cancelled", "key_revoked", "saved"}
 # The scheduler's trigger events, offered in the simulation form (it answers 422 for others).
@@ -283,17 +292,18 @@ def build_console_router(
     @router.get("/")
     async def overview(page: SignedIn, days: Annotated[int, Query(ge=1, le=365)] = 30) -> Response:
         page.require("customers:read")
-        now = datetime.now(UTC)
-        start = now - timedelta(days=days)
+        end = whole_days_end()
+        start = end - timedelta(days=days)
         before = start - timedelta(days=days)
         current_kpis, previous_kpis, surveys = await asyncio.gather(
-            page.api("GET", "/v1/kpis", params={"from": start.isoformat(), "to": now.isoformat()}),
+            page.api("GET", "/v1/kpis", params={"from": start.isoformat(), "to": end.isoformat()}),
             page.api("GET", "/v1/kpis", params={"from": before.isoformat(), "to": start.isoformat()}),
             page.api("GET", "/v1/surveys"),
         )
         chosen = views.survey_per_kind(views.items_of(surveys, "surveys"))
         periods = {
-            "current": {"from": start.date().isoformat(), "to": now.date().isoformat()},
+            # Survey results are cheap to count live, so their period runs through today.
+            "current": {"from": start.date().isoformat(), "to": end.date().isoformat()},
             "previous": {
                 "from": before.date().isoformat(),
                 "to": (start - timedelta(days=1)).date().isoformat(),
@@ -727,13 +737,13 @@ def build_console_router(
     @router.get("/segments")
     async def segments(page: SignedIn) -> Response:
         page.require("customers:read")
-        now = datetime.now(UTC)
+        end = whole_days_end()
         answer, kpis = await asyncio.gather(
             page.api("GET", "/v1/segments"),
             page.api(
                 "GET",
                 "/v1/kpis",
-                params={"from": (now - timedelta(days=365)).isoformat(), "to": now.isoformat()},
+                params={"from": (end - timedelta(days=365)).isoformat(), "to": end.isoformat()},
             ),
         )
         return page.render(

@@ -219,7 +219,8 @@ def build_router(
         if end - start > queries.MAX_KPI_PERIOD:
             raise _invalid_query("to", "the period may span at most five years")
         with uow_factory() as uow:
-            result, average_clv = queries.kpis(uow, principal.shop_id, start=start, end=end)
+            answer = queries.kpis(uow, principal.shop_id, start=start, end=end)
+        result = answer.kpis
         return KpisRead(
             start=start,
             end=end,
@@ -231,11 +232,12 @@ def build_router(
             retention_rate=result.retention_rate,
             churn_rate=result.churn_rate,
             previous_period_customers=result.previous_period_customers,
-            average_clv=average_clv,
+            average_clv=answer.average_clv,
             cohorts=[
                 CohortRead(month=c.month, customers=c.customers, retention=c.retention)
                 for c in result.cohorts
             ],
+            computed_at=answer.computed_at,
         )
 
     return router

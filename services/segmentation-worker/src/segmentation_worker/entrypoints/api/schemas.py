@@ -157,3 +157,9 @@ class KpisRead(BaseModel):
     previous_period_customers: int
     average_clv: float | None
     cohorts: list[CohortRead]
+    computed_at: datetime = Field(
+        description="When the figures were aggregated: now, or when the daily recompute stored the "
+        "snapshot of this standard period (7, 30, 90 or 365 whole UTC days before today, or the same run "
+        "before those) that answered; a snapshot is used only while no order of its period has "
+        "changed since."
+    )
