@@ -14,12 +14,14 @@ from retention_shared.tenancy import CachedKeyDirectory, tenancy_handlers
 from retention_shared.web import ServiceApi, principal_dependency
 from segmentation_worker.adapters import tables
 from segmentation_worker.entrypoints.api.routes import build_router
-from segmentation_worker.service_layer import erasure, handlers, recompute
+from segmentation_worker.service_layer import erasure, handlers, queries, recompute
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 NAME = "segmentation-worker"
 # How often the scheduler looks for due daily recomputes and queued on-demand ones.
 RECOMPUTE_CHECK_INTERVAL_S = 30.0
+# How soon the dashboard's KPI snapshots follow a new UTC day or late orders.
+KPI_SNAPSHOT_CHECK_INTERVAL_S = 600.0
 
 
 def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
@@ -57,7 +59,12 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
                 "recompute",
                 RECOMPUTE_CHECK_INTERVAL_S,
                 partial(recompute.run_due_recomputes, uow_factory=uow_factory, clock=platform.clock),
-            )
+            ),
+            PeriodicJob(
+                "kpi-snapshots",
+                KPI_SNAPSHOT_CHECK_INTERVAL_S,
+                partial(queries.refresh_due_kpi_snapshots, uow_factory=uow_factory),
+            ),
         ],
     )
     runtime.api.readiness["database"] = runtime.check_database

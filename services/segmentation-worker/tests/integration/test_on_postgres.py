@@ -6,6 +6,7 @@ import json
 import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from retention_shared.testing.fakes import FakePublisher, FakeSubscriber
 from retention_shared.testing.infra import eventually
 from segmentation_worker.adapters import tables
 from segmentation_worker.domain.kpis import compute_kpis
-from segmentation_worker.service_layer import handlers
+from segmentation_worker.service_layer import handlers, queries
 from segmentation_worker.service_layer.erasure import customer_erased
 from segmentation_worker.service_layer.recompute import recompute_shop
 
@@ -429,3 +430,29 @@ class TestKpiSnapshotsOnPostgres:
         answer = self.kpis(pg_service, headers)
         assert datetime.fromisoformat(answer["computed_at"]) == pg_service.clock.now()
         assert answer["active_customers"] == live["active_customers"] - 1
+
+    def test_the_periodic_job_stores_a_new_days_periods_and_replaces_out_of_date_ones(
+        self, pg_service: Service
+    ) -> None:
+        headers, _, stored_at = self.snapshot_shop(pg_service)
+        refresh = partial(queries.refresh_due_kpi_snapshots, uow_factory=pg_service.uow_factory)
+        assert refresh() == []  # every standard period is current
+
+        pg_service.clock.advance(timedelta(days=1))
+        assert datetime.fromisoformat(self.kpis(pg_service, headers)["computed_at"]) == pg_service.clock.now()
+        assert refresh() == [SHOP]
+        refreshed_at = pg_service.clock.now()
+        pg_service.clock.advance(timedelta(minutes=1))
+        assert datetime.fromisoformat(self.kpis(pg_service, headers)["computed_at"]) == refreshed_at
+
+        pg_service.clock.advance(timedelta(minutes=30))
+        pg_service.apply(
+            pg_service.purchase(SHOP, "c-late", "o-late", "900", pg_service.clock.now() - timedelta(days=2))
+        )
+        pg_service.clock.advance(timedelta(minutes=30))
+        assert refresh() == [SHOP]
+        answer = self.kpis(pg_service, headers)
+        assert datetime.fromisoformat(answer["computed_at"]) == pg_service.clock.now()
+        pg_service.clock.advance(timedelta(minutes=1))
+        assert datetime.fromisoformat(self.kpis(pg_service, headers)["computed_at"]) < pg_service.clock.now()
+        assert stored_at < refreshed_at

@@ -278,6 +278,13 @@ class StateRepository:
             )
         )
 
+    def shops_with_orders(self) -> list[str]:
+        return list(
+            self._session.execute(
+                select(shop_stats.c.shop_id).where(shop_stats.c.buyers > 0).order_by(shop_stats.c.shop_id)
+            ).scalars()
+        )
+
     def mark_kpis_revised(self, shop_id: str, *, at: datetime) -> None:
         self._upsert(
             shop_stats, [{"shop_id": shop_id, "buyers": 0, "net_spend": ZERO}], ["shop_id"], update=False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +17,7 @@ from segmentation_worker.domain.kpis import Kpis, kpis_from_figures
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 SortKey = Literal["clv", "churn_risk"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,3 +161,28 @@ def refresh_kpi_snapshots(uow: SegmentationUnitOfWork, shop_id: str) -> int:
 
 
 MAX_KPI_PERIOD = timedelta(days=5 * 366)
+
+
+def refresh_due_kpi_snapshots(*, uow_factory: Callable[[], SegmentationUnitOfWork]) -> list[str]:
+    """The periodic job: store the snapshots of every shop with orders whose standard periods lack
+    a current one: after midnight UTC (new periods), and after late orders, refunds or erasures
+    made one out of date. Each shop commits on its own."""
+    with uow_factory() as uow:
+        shops = uow.state.shops_with_orders()
+    refreshed = []
+    for shop_id in shops:
+        try:
+            with uow_factory() as uow:
+                now = uow.clock.now()
+                due = any(
+                    uow.state.kpi_snapshot(shop_id, start, end, margin=SNAPSHOT_MARGIN) is None
+                    for start, end in standard_kpi_periods(now)
+                )
+                if due:
+                    refresh_kpi_snapshots(uow, shop_id)
+                    uow.commit()
+                    refreshed.append(shop_id)
+        except Exception:
+            # One shop's failure must not keep the others' dashboards slow; it is retried next time.
+            log.exception("storing the KPI snapshots of %s failed", shop_id)
+    return refreshed
