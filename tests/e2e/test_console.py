@@ -363,3 +363,23 @@ class TestIsolation:
         response = page.goto(f"{platform.url('customer-api')}/console/customers/cust-aiko")
         assert response is not None and response.status == 404
         page.context.close()
+
+    def test_the_operator_sees_the_dead_letter_queues(
+        self, browser: Any, platform: Platform, shops: Any
+    ) -> None:
+        page = signed_in_page(browser, platform, platform.admin_token)
+        page.get_by_label("Shop id").fill(shops["Kissa Tea"]["id"])
+        page.get_by_role("button", name="Switch").click()
+        page.goto(f"{platform.url('customer-api')}/console/deliveries")
+
+        queues = page.get_by_role("region", name="Dead-letter queue")
+        assert "Operator only" not in queues.inner_text()
+        # Every topic of the catalogue is listed with what waits in its dead-letter topic.
+        assert queues.get_by_text("retention.activity.v1").count() == 1
+        assert "waiting" in queues.inner_text()
+        page.context.close()
+
+        shop_page = signed_in_page(browser, platform, shops["Kissa Tea"]["api_key"])
+        shop_page.goto(f"{platform.url('customer-api')}/console/deliveries")
+        assert "Operator only" in shop_page.get_by_role("region", name="Dead-letter queue").inner_text()
+        shop_page.context.close()

@@ -125,9 +125,12 @@ def dlq_replay(
 ) -> None:
     """Publish dead-lettered records back to their topic, after the cause was fixed."""
     from retention_shared.messaging.replay import replay_dead_letters
+    from retention_shared.runtime import KafkaBus
 
     settings = _settings(mode=Mode.DISTRIBUTED)
-    replayed = replay_dead_letters(settings, topic, limit=limit, idle_timeout_s=timeout_s)
+    replayed = replay_dead_letters(
+        KafkaBus(settings.kafka_bootstrap), topic, limit=limit, idle_timeout_s=timeout_s
+    )
     console.print(f"replayed {replayed} record(s) from {topic}.dlq")
 
 

@@ -18,7 +18,7 @@ from retention_shared.config import Mode, PlatformSettings
 from retention_shared.db import create_db_engine
 from retention_shared.events.topics import ALL_TOPICS, Topic
 from retention_shared.messaging.consumer import BatchHandler, Handler
-from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber, broker_reachable
+from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber, broker_reachable, group_backlog
 from retention_shared.messaging.local import LocalLog, LocalPublisher, LocalSubscriber
 from retention_shared.messaging.outbox import MessagingTables
 from retention_shared.messaging.ports import Publisher, Subscriber
@@ -38,6 +38,10 @@ class Bus(Protocol):
 
     def subscriber(self, *, group: str, topics: list[str], client_id: str) -> Subscriber: ...
 
+    def backlog(self, group: str, topics: list[str]) -> dict[str, int]:
+        """Records of each topic the consumer group has not committed yet."""
+        ...
+
     def check(self) -> None:
         """Raise if the broker cannot be reached."""
         ...
@@ -53,6 +57,9 @@ class KafkaBus:
     def subscriber(self, *, group: str, topics: list[str], client_id: str) -> Subscriber:
         return KafkaSubscriber(self.bootstrap, group_id=group, topics=topics, client_id=client_id)
 
+    def backlog(self, group: str, topics: list[str]) -> dict[str, int]:
+        return group_backlog(self.bootstrap, group, topics)
+
     def check(self) -> None:
         if not broker_reachable(self.bootstrap):
             raise ConnectionError(f"Kafka at {self.bootstrap} is unreachable")
@@ -67,6 +74,10 @@ class LocalBus:
 
     def subscriber(self, *, group: str, topics: list[str], client_id: str) -> Subscriber:
         return LocalSubscriber(self.log, group_id=group, topics=topics)
+
+    def backlog(self, group: str, topics: list[str]) -> dict[str, int]:
+        committed = self.log.committed(group, topics)
+        return {topic: self.log.count_after(topic, committed[topic]) for topic in topics}
 
     def check(self) -> None:
         self.log.end("healthcheck")

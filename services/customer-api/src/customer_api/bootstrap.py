@@ -9,10 +9,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from customer_api.adapters import tables
+from customer_api.entrypoints.api.dead_letters import build_dead_letter_router
 from customer_api.entrypoints.api.imports import build_import_router
 from customer_api.entrypoints.api.loyalty import build_loyalty_router
 from customer_api.entrypoints.api.retention_policy import build_retention_policy_router
-from customer_api.entrypoints.api.routes import build_router
+from customer_api.entrypoints.api.routes import build_router, operator_only
 from customer_api.entrypoints.console.routes import build_console_router
 from customer_api.entrypoints.console.sessions import SessionStore
 from customer_api.service_layer import activity, erasure, loyalty, read_model, retention_policy
@@ -54,11 +55,14 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
             operator_token=platform.settings.admin_token.get_secret_value(),
         ),
     )
+    dead_letter_router = build_dead_letter_router(
+        platform=platform, operator=operator_only(platform.settings.admin_token.get_secret_value())
+    )
     runtime = ServiceRuntime(
         name=NAME,
         engine=engine,
         tables=tables.messaging,
-        api=ServiceApi(NAME, [router, loyalty_router]),
+        api=ServiceApi(NAME, [router, loyalty_router, dead_letter_router]),
         uow_factory=uow_factory,
         topics=[topics.CUSTOMER, topics.ACTIVITY, topics.INSIGHT, topics.FOLLOWUP, topics.SURVEY],
         handlers={**read_model.HANDLERS, "erasure_completed": erasure.erasure_completed},

@@ -147,6 +147,35 @@ class KafkaSubscriber:
         self._consumer.close(autocommit=False)
 
 
+def group_backlog(bootstrap: str, group_id: str, topics: Sequence[str]) -> dict[str, int]:
+    """Records of each topic that `group_id` has not committed yet, without joining the group
+    (which would take its partitions from a member that is running)."""
+    admin = KafkaAdminClient(bootstrap_servers=_servers(bootstrap), client_id="retention-admin")
+    consumer = KafkaConsumer(
+        bootstrap_servers=_servers(bootstrap), client_id="retention-admin", enable_auto_commit=False
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return dict.fromkeys(topics, 0)
+        first, ends = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
+        committed = admin.list_group_offsets(group_id).get(group_id, {})
+        backlog = dict.fromkeys(topics, 0)
+        for partition in partitions:
+            done = committed.get(partition)
+            # Records removed by retention are gone whether or not the group read them.
+            start = max(first[partition], done.offset if done is not None and done.offset >= 0 else 0)
+            backlog[partition.topic] += max(0, ends[partition] - start)
+        return backlog
+    finally:
+        consumer.close()
+        admin.close()
+
+
 def ensure_topics(bootstrap: str, names: Iterable[str], *, partitions: int, replication: int) -> list[str]:
     """Create the missing topics; return the names that were created."""
     admin = KafkaAdminClient(bootstrap_servers=_servers(bootstrap), client_id="retention-admin")

@@ -112,6 +112,15 @@ class LocalLog:
             [(group_id, topic, last_id + 1) for topic, last_id in positions.items()],
         )
 
+    def count_after(self, topic: str, after: int) -> int:
+        """How many records of `topic` come after position `after` (ids are shared by all topics)."""
+        row = (
+            self._connection()
+            .execute("SELECT COUNT(*) FROM bus_records WHERE topic = ? AND id > ?", (topic, after))
+            .fetchone()
+        )
+        return int(row[0])
+
     def end(self, topic: str) -> int:
         row = (
             self._connection().execute("SELECT MAX(id) FROM bus_records WHERE topic = ?", (topic,)).fetchone()

@@ -52,6 +52,21 @@ Cursor = Annotated[str | None, Query(max_length=600, description="next_cursor of
 CustomerId = Annotated[str, Path(pattern=ID_PATTERN, description="The shop's own customer id (≤128 chars)")]
 
 
+def operator_only(admin_token: str) -> Callable[[Request], None]:
+    """A dependency that lets only the platform operator's token through."""
+
+    def operator(request: Request) -> None:
+        if not secrets.compare_digest(bearer_token(request).encode(), admin_token.encode()):
+            raise Problem(
+                401,
+                "Unauthorized",
+                "This call needs the operator token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return operator
+
+
 def build_router(
     *,
     uow_factory: Callable[[], CustomerApiUnitOfWork],
@@ -65,14 +80,7 @@ def build_router(
     can_write_customers = require_scope(authenticate, "customers:write")
     is_admin = require_scope(authenticate, "admin")
 
-    def operator(request: Request) -> None:
-        if not secrets.compare_digest(bearer_token(request).encode(), admin_token.encode()):
-            raise Problem(
-                401,
-                "Unauthorized",
-                "This call needs the operator token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    operator = operator_only(admin_token)
 
     @router.post("/shops", status_code=status.HTTP_201_CREATED, response_model=ShopCreated, tags=["shops"])
     def create_shop(body: ShopCreate, _: None = Depends(operator)) -> ShopCreated:

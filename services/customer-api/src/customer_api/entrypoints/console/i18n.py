@@ -136,6 +136,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "reason": ("Reason", "理由"),
     "cancel_followup": ("Cancel", "取り消す"),
     "followup_cancelled": ("The follow-up was cancelled.", "フォローアップを取り消しました。"),
+    "dead_letters_waiting": ("{n} waiting", "未処理 {n} 件"),
+    "dead_letters_replayed": (
+        "{n} dead letters of {topic} were published again.",
+        "{topic} の処理できなかったメッセージ {n} 件を再送しました。",
+    ),
     "actions": ("Actions", "操作"),
     "export_data": ("Export data (JSON)", "データをエクスポート（JSON）"),
     "erase_customer": ("Erase this customer", "この顧客を消去"),

@@ -774,7 +774,7 @@ def build_console_router(
         )
 
     @router.get("/deliveries")
-    async def deliveries(page: SignedIn) -> Response:
+    async def deliveries(page: SignedIn, replayed: int | None = None, topic: str | None = None) -> Response:
         page.require("customers:read")
         summary, failures = await asyncio.gather(
             page.api("GET", "/v1/deliveries/summary"),
@@ -788,7 +788,26 @@ def build_console_router(
             dead_letters=dead_letters,
             charts=views.delivery_charts(summary, page.t),
             failure_rows=views.items_of(failures, "deliveries"),
+            replayed=replayed if page.session.is_operator else None,
+            replayed_topic=topic,
         )
+
+    @router.post("/deliveries/dlq/{topic}/replay")
+    async def replay_dead_letters(page: SignedIn, topic: str) -> Response:
+        # Dead letters hold every shop's events: the operator's alone, as the API demands.
+        if not page.session.is_operator:
+            raise page.not_found()
+        answer = await page.api("POST", f"/v1/dlq/{quote(topic, safe='')}/replay")
+        if answer.not_found:
+            raise page.not_found()
+        if not answer.ok or not isinstance(answer.data, dict):
+            return page.render(
+                "error.html",
+                status=502 if answer.unavailable else answer.status,
+                message=page.t("not_available_detail", detail=answer.detail),
+            )
+        query = urlencode({"replayed": int(answer.data.get("replayed", 0)), "topic": topic})
+        return RedirectResponse(f"{PREFIX}/deliveries?{query}", 303)
 
     @router.get("/surveys")
     async def surveys(
