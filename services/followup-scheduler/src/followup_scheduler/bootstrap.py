@@ -16,6 +16,7 @@ from followup_scheduler.adapters.rendering import Renderer
 from followup_scheduler.adapters.surveys import HttpSurveyInvitations
 from followup_scheduler.adapters.unsubscribe import UnsubscribeLinks
 from followup_scheduler.config import SchedulerSettings
+from followup_scheduler.entrypoints.api.deliveries import build_deliveries_router
 from followup_scheduler.entrypoints.api.playbooks import build_playbook_router
 from followup_scheduler.entrypoints.api.routes import build_router
 from followup_scheduler.entrypoints.api.settings import build_settings_router
@@ -93,6 +94,7 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
             build_router(uow_factory=uow_factory, authenticate=authenticate),
             build_playbook_router(uow_factory=uow_factory, authenticate=authenticate, renderer=renderer),
             build_settings_router(uow_factory=uow_factory, authenticate=authenticate),
+            build_deliveries_router(uow_factory=uow_factory, authenticate=authenticate),
             build_unsubscribe_router(uow_factory=uow_factory, links=links),
         ],
     )

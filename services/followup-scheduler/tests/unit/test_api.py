@@ -525,3 +525,30 @@ class TestOpenApi:
             "/v1/channels/{channel}",
             "/u/{token}",
         } <= set(paths)
+
+
+class TestDeliveriesApi:
+    def test_steps_are_listed_and_counted_for_their_own_shop_only(self, api: Api) -> None:
+        api.register_shop(OTHER_SHOP)
+        api.customer()
+        api.event("purchase_made", {"order_id": "o-1", "amount": "4200", "currency": "JPY", "items": []})
+
+        listed = api.get("/v1/deliveries", params={"status": "scheduled", "limit": 2})
+        summary = api.get("/v1/deliveries/summary", params={"days": 7})
+        elsewhere = api.get("/v1/deliveries", shop=OTHER_SHOP)
+
+        assert listed.status_code == 200, listed.text
+        page = listed.json()
+        assert len(page["deliveries"]) == 2 and page["next_cursor"]
+        assert {d["status"] for d in page["deliveries"]} == {"scheduled"}
+        rest = api.get("/v1/deliveries", params={"status": "scheduled", "cursor": page["next_cursor"]}).json()
+        assert len(page["deliveries"]) + len(rest["deliveries"]) == 5
+        assert summary.json()["counts"] == [{"channel": "none", "status": "scheduled", "count": 5}]
+        assert elsewhere.json() == {"deliveries": [], "next_cursor": None}
+
+    def test_a_bad_filter_or_cursor_names_the_field(self, api: Api) -> None:
+        for params, field in (({"status": "lost"}, "status"), ({"cursor": "nope"}, "cursor")):
+            response = api.get("/v1/deliveries", params=params)
+            assert response.status_code == 422, response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert field in json.dumps(response.json()["errors"])

@@ -27,7 +27,7 @@ from followup_scheduler.adapters.channels.smtp import SmtpChannel
 from followup_scheduler.adapters.rendering import Renderer
 from followup_scheduler.adapters.surveys import Invitation, SurveyFatigue
 from followup_scheduler.domain.hygiene import FollowupSettings, FrequencyCap
-from followup_scheduler.service_layer import erasure, handlers
+from followup_scheduler.service_layer import deliveries, erasure, handlers
 from followup_scheduler.service_layer.birthdays import start_birthday_runs
 from followup_scheduler.service_layer.dispatch import Dispatcher
 from followup_scheduler.service_layer.playbooks import create_playbook, validate_document
@@ -1088,3 +1088,66 @@ class TestBatchedDispatch:
         assert sorted(resent) == sorted({s["idempotency_key"] for s in thank_yous})
         assert set(first_keys) <= set(resent)
         assert {s["status"] for s in _all_steps(scheduler) if s["step_key"] == "thank_you"} == {"sent"}
+
+
+class TestDeliveries:
+    """The read side behind /v1/deliveries: every step with its status, channel and reason."""
+
+    def test_sent_failed_skipped_and_cancelled_steps_are_listed_and_counted(
+        self, scheduler: Scheduler, channel: FakeChannel
+    ) -> None:
+        scheduler.add_customer()
+        scheduler.purchase("o-sent")
+        scheduler.run_until(START)
+        scheduler.purchase("o-failed")
+        channel.failures.append(PermanentChannelError("550 mailbox unavailable"))
+        scheduler.run_until(START)
+        scheduler.purchase("o-refunded")
+        scheduler.refund("o-refunded")
+        scheduler.handle(
+            handlers.consent_changed,
+            scheduler.event("consent_changed", {"channel": "email", "granted": False}),
+        )
+        scheduler.purchase("o-no-consent")
+        scheduler.run_until(START)
+
+        with scheduler.uow_factory() as uow:
+            (failed,) = deliveries.list_deliveries(
+                uow, shop_id=SHOP, status="failed", channel=None, limit=50, cursor=None
+            ).rows
+            counts = deliveries.delivery_counts(uow, shop_id=SHOP, since=START - timedelta(days=1))
+            other_shop = deliveries.delivery_counts(
+                uow, shop_id="shop_other", since=START - timedelta(days=1)
+            )
+        assert (failed["channel"], failed["step_key"]) == ("email", "thank_you")
+        assert "550 mailbox unavailable" in failed["reason"]
+        by_key = {(row["channel"], row["status"]): row["count"] for row in counts}
+        assert by_key[("email", "sent")] == 1
+        assert by_key[("email", "failed")] == 1
+        assert by_key[(deliveries.NO_CHANNEL, "skipped")] == 1
+        assert by_key[(deliveries.NO_CHANNEL, "cancelled")] == 5  # the refunded order's whole run
+        assert sum(by_key.values()) == len(_all_steps(scheduler))
+        assert other_shop == []
+
+    def test_pages_walk_every_step_once_newest_first(self, scheduler: Scheduler) -> None:
+        scheduler.add_customer()
+        for number in range(3):
+            scheduler.purchase(f"o-{number}")
+            scheduler.clock.advance(timedelta(seconds=1))
+        seen: list[dict[str, Any]] = []
+        cursor = None
+        with scheduler.uow_factory() as uow:
+            while True:
+                page = deliveries.list_deliveries(
+                    uow, shop_id=SHOP, status=None, channel=None, limit=4, cursor=cursor
+                )
+                seen += page.rows
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        assert len(seen) == len({row["id"] for row in seen}) == len(_all_steps(scheduler)) == 15
+        assert [row["updated_at"] for row in seen] == sorted(
+            (row["updated_at"] for row in seen), reverse=True
+        )
+        with pytest.raises(deliveries.BadCursor), scheduler.uow_factory() as uow:
+            deliveries.list_deliveries(uow, shop_id=SHOP, status=None, channel=None, limit=4, cursor="nope")

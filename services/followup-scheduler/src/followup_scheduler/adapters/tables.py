@@ -123,6 +123,8 @@ steps = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Index("ix_steps_due", "status", "due_at"),
     Index("ix_steps_customer", "shop_id", "customer_id"),
+    # The deliveries list and summary: a shop's steps by last change.
+    Index("ix_steps_shop_updated", "shop_id", "updated_at"),
 )
 
 # What was actually sent, as rendered; erased with the customer.
