@@ -321,7 +321,16 @@ class TestKpisOnPostgres:
         assert expected.active_customers > 10  # the period is not empty
         for name in ("active_customers", "new_customers", "previous_period_customers"):
             assert got[name] == getattr(expected, name), name
-        for name in ("revenue", "arpu", "repeat_purchase_rate", "retention_rate", "churn_rate"):
+        if days == 91:  # first purchases are 30 to 365 days old: new and returning buyers both bought
+            assert 0 < expected.returning_revenue < expected.revenue
+        for name in (
+            "revenue",
+            "returning_revenue",
+            "arpu",
+            "repeat_purchase_rate",
+            "retention_rate",
+            "churn_rate",
+        ):
             assert got[name] == pytest.approx(getattr(expected, name)), name
         assert got["cohorts"] == [
             {"month": c.month, "customers": c.customers, "retention": c.retention} for c in expected.cohorts

@@ -154,6 +154,7 @@ class StateRepository:
                 # earlier day than the period's first (it is never later).
                 func.coalesce(func.sum(_when((period.c.days >= 2) | (first_day < period.c.first_day), 1)), 0),
                 func.coalesce(func.sum(_when(state.c.first_purchase_at >= start, 1)), 0),
+                func.coalesce(func.sum(_when(state.c.first_purchase_at < start, period.c.revenue)), 0),
             ).select_from(
                 period.outerjoin(
                     state, (state.c.shop_id == shop_id) & (state.c.customer_id == period.c.customer_id)
@@ -200,6 +201,7 @@ class StateRepository:
             "revenue": float(active[1]),
             "repeat_customers": int(active[2]),
             "new_customers": int(active[3]),
+            "returning_revenue": float(active[4]),
             "previous_period_customers": int(previous_count),
             "retained_customers": int(retained),
             "cohort_sizes": {str(month): int(count) for month, count in cohort_sizes.items()},

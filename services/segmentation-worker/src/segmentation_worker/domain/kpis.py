@@ -33,6 +33,8 @@ class Kpis:
     churn_rate: float | None
     previous_period_customers: int
     cohorts: list[Cohort] = field(default_factory=list)
+    # Net revenue of the period from customers whose first purchase was before it.
+    returning_revenue: float = 0.0
 
 
 def compute_kpis(
@@ -69,6 +71,8 @@ def compute_kpis(
 
     active_count = int(active.sum())
     revenue = float(amounts[in_period].sum())
+    returning = first_purchase < start
+    returning_revenue = float(amounts[in_period & returning[customer_index]].sum())
     previous_count = int(previous.sum())
     retention = float((previous & active).sum() / previous_count) if previous_count else None
     return Kpis(
@@ -83,6 +87,7 @@ def compute_kpis(
         churn_rate=None if retention is None else 1.0 - retention,
         previous_period_customers=previous_count,
         cohorts=_cohorts(ids, times, start, end, customer_index, first_purchase),
+        returning_revenue=returning_revenue,
     )
 
 
@@ -126,6 +131,7 @@ def kpis_from_figures(figures: dict[str, Any], *, start: datetime, end: datetime
         churn_rate=None if retention is None else 1.0 - retention,
         previous_period_customers=previous,
         cohorts=cohorts,
+        returning_revenue=float(figures["returning_revenue"]),
     )
 
 

@@ -232,6 +232,7 @@ def build_router(
             retention_rate=result.retention_rate,
             churn_rate=result.churn_rate,
             previous_period_customers=result.previous_period_customers,
+            returning_revenue=result.returning_revenue,
             average_clv=answer.average_clv,
             cohorts=[
                 CohortRead(month=c.month, customers=c.customers, retention=c.retention)

@@ -155,6 +155,9 @@ class KpisRead(BaseModel):
     retention_rate: float | None
     churn_rate: float | None
     previous_period_customers: int
+    returning_revenue: float = Field(
+        description="Net revenue of the period from customers whose first purchase was before it"
+    )
     average_clv: float | None
     cohorts: list[CohortRead]
     computed_at: datetime = Field(
