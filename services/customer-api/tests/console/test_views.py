@@ -223,3 +223,38 @@ class TestGateway:
         assert _answer(
             httpx.Response(422, json={"errors": [{"field": "body.name", "message": "too short"}]})
         ).field_errors == {"name": "too short"}
+
+
+class TestSegmentMovesAndClv:
+    def test_moves_are_a_grid_from_segment_left_to_segment_entered(self) -> None:
+        answer = ok(
+            {
+                "moves": [
+                    {"from_segment": "loyal", "to_segment": "at_risk", "moves": 7},
+                    {"from_segment": None, "to_segment": "new_customers", "moves": 30},
+                    {"from_segment": "<b>x</b>", "to_segment": "loyal", "moves": 2},
+                ]
+            }
+        )
+
+        chart = str(views.segment_moves_chart(answer, t))
+
+        assert chart.startswith("<svg")
+        assert "loyal / at_risk: 7" in chart and "(first segment) / new_customers: 30" in chart
+        assert "<b>x</b>" not in chart and "&lt;b&gt;x&lt;/b&gt;" in chart  # names are escaped
+        assert views.segment_moves_chart(ok({"moves": []}), t) is None
+
+    def test_the_clv_histogram_labels_each_range_and_the_open_last_one(self) -> None:
+        answer = ok(
+            {
+                "buckets": [
+                    {"from": 0, "to": 1500, "customers": 40},
+                    {"from": 1500, "to": None, "customers": 3},
+                ]
+            }
+        )
+
+        chart = str(views.clv_histogram(answer, t))
+
+        assert "0–1,500: 40" in chart and "1,500+: 3" in chart
+        assert views.clv_histogram(MISSING, t) is None

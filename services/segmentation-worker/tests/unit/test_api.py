@@ -202,6 +202,64 @@ class TestSegmentsApi:
         assert bad.json()["errors"][0]["field"] == "cursor"
 
 
+class TestSegmentMovesAndClv:
+    def test_moves_between_segments_are_counted_per_pair_in_the_period(self, service: Service) -> None:
+        headers = service.register_shop(SHOP)
+        service.apply(*service.history(SHOP, 40))
+        service.clock.advance(timedelta(days=200))
+        service.client.post("/v1/segmentation/recompute", headers=headers)
+        service.recompute_due()
+        history = tables.segment_history.c
+        with service.engine.connect() as connection:
+            changes = connection.execute(select(history.from_segment, history.to_segment)).all()
+
+        # The recompute's moves happened at the clock's "now"; the period's end is exclusive.
+        end = (service.clock.now() + timedelta(seconds=1)).isoformat()
+        everything = service.client.get(
+            "/v1/segments/moves",
+            params={"from": (service.clock.now() - timedelta(days=400)).isoformat(), "to": end},
+            headers=headers,
+        ).json()
+        recent = service.client.get("/v1/segments/moves", params={"to": end}, headers=headers).json()
+
+        assert sum(move["moves"] for move in everything["moves"]) == len(changes)
+        firsts = sum(move["moves"] for move in everything["moves"] if move["from_segment"] is None)
+        assert firsts == 40  # each customer's first segment
+        # The last 90 days hold the recompute's moves only, each from one segment to another.
+        moved = [(f, t) for f, t in changes if f is not None]
+        assert sum(move["moves"] for move in recent["moves"]) == len(moved) > 0
+        assert all(move["from_segment"] not in (None, move["to_segment"]) for move in recent["moves"])
+        assert (
+            service.client.get("/v1/segments/moves", headers=service.register_shop("shop_b")).json()["moves"]
+            == []
+        )
+
+    def test_the_clv_distribution_has_equal_ranges_and_an_open_last_one(self, service: Service) -> None:
+        headers = service.register_shop(SHOP)
+        service.apply(*service.history(SHOP, 100))
+        state = tables.customer_state.c
+        with service.engine.begin() as connection:
+            ids = connection.execute(select(state.customer_id).order_by(state.customer_id)).scalars().all()
+            for number, customer_id in enumerate(ids[:99]):
+                # 0, 10, ..., 970 and one very large value; one buyer is left unscored.
+                value = 1_000_000 if number == 98 else number * 10
+                connection.execute(
+                    tables.customer_state.update().where(state.customer_id == customer_id).values(clv=value)
+                )
+
+        answer = service.client.get("/v1/segments/clv-distribution", params={"bins": 5}, headers=headers)
+
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["customers_without_clv"] == 1
+        buckets = body["buckets"]
+        assert [b["customers"] for b in buckets] == [20, 19, 20, 19, 21]
+        assert [b["from"] for b in buckets] == [0, 194, 388, 582, 776]  # the 99th percentile is 970
+        assert buckets[-1]["to"] is None and buckets[0]["to"] == 194
+        bad = service.client.get("/v1/segments/clv-distribution", params={"bins": 1}, headers=headers)
+        assert bad.status_code == 422
+
+
 class TestConfig:
     def test_defaults_then_a_custom_scheme_resegments_everyone(self, service: Service) -> None:
         headers = service.register_shop(SHOP)

@@ -157,6 +157,8 @@ segment_history = Table(
     Column("from_segment", String(64)),
     Column("to_segment", String(64), nullable=False),
     Index("ix_segment_history_customer", "shop_id", "customer_id", "changed_at"),
+    # The shop's moves between segments over a period.
+    Index("ix_segment_history_time", "shop_id", "changed_at"),
 )
 
 # Each shop's segmentation settings as one validated document (see domain/config.py).

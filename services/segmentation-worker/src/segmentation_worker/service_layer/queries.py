@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Integer, and_, case, cast, func, or_, select
 
-from segmentation_worker.adapters.tables import customer_state
+from segmentation_worker.adapters.tables import customer_state, segment_history
 from segmentation_worker.domain.config import config_from_document
 from segmentation_worker.domain.kpis import Kpis, kpis_from_figures
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
@@ -57,6 +57,62 @@ def segment_summaries(uow: SegmentationUnitOfWork, shop_id: str) -> list[Segment
             )
         )
     return summaries
+
+
+def segment_moves(
+    uow: SegmentationUnitOfWork, shop_id: str, *, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """How many times customers moved from one segment to another in `[start, end)`; a first
+    segment has no `from_segment`."""
+    history = segment_history.c
+    rows = uow.session.execute(
+        select(history.from_segment, history.to_segment, func.count().label("moves"))
+        .where(history.shop_id == shop_id, history.changed_at >= start, history.changed_at < end)
+        .group_by(history.from_segment, history.to_segment)
+        .order_by(func.count().desc(), history.from_segment, history.to_segment)
+    ).mappings()
+    return [dict(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ClvDistribution:
+    buckets: list[tuple[float, float | None, int]]  # from, to (None: and above), customers
+    customers_without_clv: int
+
+
+def clv_distribution(uow: SegmentationUnitOfWork, shop_id: str, *, bins: int) -> ClvDistribution:
+    """The shop's buyers by CLV, in `bins` equal ranges from 0 to the 99th percentile; the last
+    range is open-ended, so a few very large values do not squeeze everyone into the first bar."""
+    state = customer_state.c
+    of_shop = (state.shop_id == shop_id) & (state.purchase_count > 0)
+    scored, unscored = uow.session.execute(
+        select(func.count(state.clv), func.count() - func.count(state.clv)).where(of_shop)
+    ).one()
+    if not scored:
+        return ClvDistribution([], int(unscored or 0))
+    # The 99th percentile by position: portable (SQLite has no percentile function).
+    upper = uow.session.execute(
+        select(state.clv)
+        .where(of_shop, state.clv.is_not(None))
+        .order_by(state.clv)
+        .offset(int((scored - 1) * 0.99))
+        .limit(1)
+    ).scalar_one()
+    width = float(upper) / bins if upper and upper > 0 else 1.0
+    bucket = case(
+        (state.clv >= width * (bins - 1), bins - 1), else_=cast(func.floor(state.clv / width), Integer)
+    )
+    counts: dict[int, int] = {
+        int(index): int(count)
+        for index, count in uow.session.execute(
+            select(bucket, func.count()).where(of_shop, state.clv.is_not(None)).group_by(bucket)
+        )
+    }
+    buckets = [
+        (width * index, None if index == bins - 1 else width * (index + 1), int(counts.get(index, 0)))
+        for index in range(bins)
+    ]
+    return ClvDistribution(buckets, int(unscored))
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,9 @@ def heat_map(
     percent: bool = True,
 ) -> Markup:
     """A grid of cells shaded by value (0..1 when `percent`), e.g. cohort retention or segment moves."""
-    left, top = 110, 28
+    # Long column names (segments) are written slanted, with room above the grid for them.
+    slanted = any(len(column) > 6 for column in columns)
+    left, top = 130 if slanted else 110, 28 + (6 * max(len(c) for c in columns) if slanted and columns else 0)
     width = left + max(1, len(columns)) * cell + 8
     height = top + max(1, len(rows)) * cell + 8
     values = [value for _, row in rows for value in row if value is not None]
@@ -158,10 +160,13 @@ def heat_map(
     high = 1.0 if percent else (max(values) or 1.0)
     parts = []
     for index, column in enumerate(columns):
-        parts.append(
-            f'<text x="{left + index * cell + cell / 2:.1f}" y="{top - 8}" text-anchor="middle" '
-            f'font-size="11" fill="{MUTED}">{escape(column)}</text>'
+        x = left + index * cell + cell / 2
+        placement = (
+            f'x="{x:.1f}" y="{top - 6}" text-anchor="start" transform="rotate(-50 {x:.1f} {top - 6})"'
+            if slanted
+            else f'x="{x:.1f}" y="{top - 8}" text-anchor="middle"'
         )
+        parts.append(f'<text {placement} font-size="11" fill="{MUTED}">{escape(column)}</text>')
     for row_index, (label, row) in enumerate(rows):
         y = top + row_index * cell
         parts.append(

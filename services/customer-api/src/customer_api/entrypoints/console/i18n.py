@@ -228,6 +228,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "revenue_share": ("Revenue share", "売上シェア"),
     "transitions": ("Moves between segments", "セグメント間の移動"),
     "clv_distribution": ("CLV distribution", "CLV 分布"),
+    "first_segment": ("(first segment)", "（初回）"),
+    "moves_note": (
+        "Moves in the last 90 days: rows are the segment left, columns the segment entered.",
+        "直近 90 日の移動：行が移動元、列が移動先のセグメントです。",
+    ),
     "cohorts": ("Monthly cohort retention", "月次コホート継続率"),
     "clv_by_segment": ("Average CLV by segment", "セグメント別平均 CLV"),
     "not_provided": (

@@ -738,20 +738,26 @@ def build_console_router(
     async def segments(page: SignedIn) -> Response:
         page.require("customers:read")
         end = whole_days_end()
-        answer, kpis = await asyncio.gather(
+        answer, kpis, moves, clv = await asyncio.gather(
             page.api("GET", "/v1/segments"),
             page.api(
                 "GET",
                 "/v1/kpis",
                 params={"from": (end - timedelta(days=365)).isoformat(), "to": end.isoformat()},
             ),
+            page.api("GET", "/v1/segments/moves"),
+            page.api("GET", "/v1/segments/clv-distribution"),
         )
         return page.render(
             "segments.html",
             answer=answer,
             kpis=kpis,
+            moves=moves,
+            clv=clv,
             charts=views.segment_charts(answer, page.t),
             cohorts=views.cohort_chart(kpis, page.t),
+            moves_chart=views.segment_moves_chart(moves, page.t),
+            clv_chart=views.clv_histogram(clv, page.t),
         )
 
     @router.get("/segments/{name}")

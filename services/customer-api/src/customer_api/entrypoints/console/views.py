@@ -425,6 +425,40 @@ def segment_charts(answer: Answer, t: Translate) -> dict[str, Markup]:
     return drawn
 
 
+def segment_moves_chart(answer: Answer, t: Translate) -> Markup | None:
+    """Moves between segments as a grid: a row per segment left (or a first segment), a column
+    per segment entered, each cell the number of moves."""
+    moves = items_of(answer, "moves")
+    if not moves:
+        return None
+    first = t("first_segment")
+    sources = sorted({str(m.get("from_segment") or first) for m in moves}, key=lambda name: name != first)
+    targets = sorted({str(m.get("to_segment")) for m in moves})
+    counts = {
+        (str(m.get("from_segment") or first), str(m.get("to_segment"))): _number(m.get("moves")) or 0.0
+        for m in moves
+    }
+    return charts.heat_map(
+        [(source, [counts.get((source, target)) for target in targets]) for source in sources],
+        targets,
+        title=t("transitions"),
+        cell=44,
+        percent=False,
+    )
+
+
+def clv_histogram(answer: Answer, t: Translate) -> Markup | None:
+    buckets = items_of(answer, "buckets")
+    if not buckets:
+        return None
+    bars = []
+    for bucket in buckets:
+        low, high = _number(bucket.get("from")) or 0.0, _number(bucket.get("to"))
+        label = f"{low:,.0f}+" if high is None else f"{low:,.0f}–{high:,.0f}"
+        bars.append((label, _number(bucket.get("customers")) or 0.0))
+    return charts.bar_chart(bars, title=t("clv_distribution"))
+
+
 def delivery_charts(summary: Answer, t: Translate) -> list[Markup]:
     rows = items_of(summary, "counts")
     if not rows:

@@ -19,6 +19,8 @@ from retention_shared.web import PROBLEM_RESPONSES, Authenticator, require_scope
 from segmentation_worker.domain.config import SegmentationConfig, config_from_document
 from segmentation_worker.entrypoints.api.schemas import (
     ChurnRisk,
+    ClvBucket,
+    ClvDistributionRead,
     CohortRead,
     FitRead,
     KpisRead,
@@ -32,6 +34,8 @@ from segmentation_worker.entrypoints.api.schemas import (
     SegmentList,
     SegmentMember,
     SegmentMemberPage,
+    SegmentMove,
+    SegmentMoves,
     SegmentRead,
     SegmentTransition,
 )
@@ -62,6 +66,38 @@ def build_router(
             scheme=config.scheme,
             total_customers=sum(s.customers for s in summaries),
             segments=[SegmentRead(**vars(s)) for s in summaries],
+        )
+
+    @router.get("/segments/moves", response_model=SegmentMoves, responses=_problems(422))
+    def segment_moves(
+        start: Annotated[
+            AwareDatetime | None, Query(alias="from", description="Start, inclusive; 90 days ago by default")
+        ] = None,
+        end: Annotated[
+            AwareDatetime | None, Query(alias="to", description="End, exclusive; now by default")
+        ] = None,
+        principal: Principal = Depends(can_read),
+    ) -> SegmentMoves:
+        """How customers moved between segments in the period: one count per (from, to) pair."""
+        with uow_factory().reading() as uow:
+            end = end or uow.clock.now()
+            start = start or end - timedelta(days=90)
+            if end <= start:
+                raise _invalid_query("to", "must be after from")
+            moves = queries.segment_moves(uow, principal.shop_id, start=start, end=end)
+        return SegmentMoves(start=start, end=end, moves=[SegmentMove(**move) for move in moves])
+
+    @router.get("/segments/clv-distribution", response_model=ClvDistributionRead)
+    def clv_distribution(
+        bins: Annotated[int, Query(ge=2, le=50, description="Number of ranges")] = 10,
+        principal: Principal = Depends(can_read),
+    ) -> ClvDistributionRead:
+        """The shop's buyers by CLV: equal ranges up to the 99th percentile, the last open-ended."""
+        with uow_factory().reading() as uow:
+            found = queries.clv_distribution(uow, principal.shop_id, bins=bins)
+        return ClvDistributionRead(
+            buckets=[ClvBucket(low=low, high=high, customers=n) for low, high, n in found.buckets],
+            customers_without_clv=found.customers_without_clv,
         )
 
     @router.get("/segments/{name}/customers", response_model=SegmentMemberPage, responses=_problems(400, 404))

@@ -37,6 +37,29 @@ class SegmentList(BaseModel):
     segments: list[SegmentRead]
 
 
+class SegmentMove(BaseModel):
+    from_segment: str | None = Field(description="null for a customer's first segment")
+    to_segment: str
+    moves: int
+
+
+class SegmentMoves(BaseModel):
+    start: datetime = Field(serialization_alias="from")
+    end: datetime = Field(serialization_alias="to")
+    moves: list[SegmentMove]
+
+
+class ClvBucket(BaseModel):
+    low: float = Field(serialization_alias="from")
+    high: float | None = Field(serialization_alias="to", description="null for the open-ended last range")
+    customers: int
+
+
+class ClvDistributionRead(BaseModel):
+    buckets: list[ClvBucket]
+    customers_without_clv: int = Field(description="Buyers not scored yet (before the first model fit)")
+
+
 class SegmentMember(BaseModel):
     customer_id: str
     rfm: RfmRead | None

@@ -1,4 +1,4 @@
-"""KPI snapshots of the standard periods, and what tells when they are out of date
+"""KPI snapshots of the standard periods, what tells when they are out of date, moves by time
 
 Revision ID: 4c1d7e2f9a60
 Revises: 7b3e91c4d2a8
@@ -32,9 +32,11 @@ def upgrade() -> None:
         sa.Column("computed_at", retention_shared.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("shop_id", "period_start", "period_end", name=op.f("pk_kpi_snapshots")),
     )
+    op.create_index("ix_segment_history_time", "segment_history", ["shop_id", "changed_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_segment_history_time", table_name="segment_history")
     op.drop_table("kpi_snapshots")
     op.drop_column("shop_stats", "kpi_revised_at")
     op.drop_index("ix_orders_updated", table_name="orders")
