@@ -111,3 +111,55 @@ def test_after_a_read_the_pooled_connection_is_transactional_again(
             select(func.count()).select_from(tables.customers).where(tables.customers.c.shop_id == shop_id)
         ).scalar_one()
     assert remaining == 1
+
+
+def test_search_by_the_start_of_an_email_or_name_uses_the_search_indexes(
+    uow_factory: UowFactory, shop_id: str, engine: Engine
+) -> None:
+    for customer_id, email, name in (
+        ("c1", "Aiko.Tanaka@example.com", "Aiko Tanaka"),
+        ("c2", "kenji@example.com", "Kenji Sato"),
+        ("c3", "sato@example.com", "Hana Sato"),
+        ("c4", "promo@example.com", "50%_off club"),
+    ):
+        customers.upsert_customer(
+            uow=uow_factory(),
+            shop_id=shop_id,
+            customer_id=customer_id,
+            profile=CustomerProfile(email=email, name=name),
+            consents=[],
+        )
+
+    def found(text: str) -> list[str]:
+        rows, _ = customers.list_customers(
+            uow=uow_factory(), shop_id=shop_id, limit=10, after=None, text=text
+        )
+        return [row["customer_id"] for row in rows]
+
+    assert found("AIKO") == ["c1"]
+    assert found("sato") == ["c3"]
+    assert found("50%_") == ["c4"]
+    assert found("50%x") == []
+
+    # With sequential scans priced out, the plan shows whether the prefix search can use the
+    # expression indexes (it cannot if the LIKE's escaping hides the prefix from the planner).
+    with engine.begin() as connection:
+        # Enough rows that reading the whole shop costs more than the index's prefix range.
+        connection.exec_driver_sql(
+            "INSERT INTO customers (shop_id, customer_id, email, name, attributes, created_at, updated_at)"
+            " SELECT %(shop)s, 'bulk' || n, 'bulk' || n || '@example.com', 'Bulk ' || n, '{}', now(), now()"
+            " FROM generate_series(1, 20000) AS n",
+            {"shop": shop_id},
+        )
+        connection.exec_driver_sql("ANALYZE customers")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in connection.exec_driver_sql(
+                "EXPLAIN SELECT customer_id FROM customers WHERE shop_id = %(shop)s AND "
+                "(lower(email) LIKE %(p)s ESCAPE '\\' OR lower(name) LIKE %(p)s ESCAPE '\\')",
+                {"shop": shop_id, "p": "sato%"},
+            )
+        )
+    assert "ix_customers_email_search" in plan and "ix_customers_name_search" in plan, plan

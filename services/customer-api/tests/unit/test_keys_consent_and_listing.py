@@ -197,6 +197,34 @@ class TestPatchAndList:
         api.client.put("/v1/customers/theirs", json={}, headers=auth(other["api_key"]))
         assert api.client.get("/v1/customers", headers=auth(key)).json()["customers"] == []
 
+    def test_search_finds_the_id_or_the_start_of_an_email_or_a_name_in_any_case(
+        self, api: Api, key: str
+    ) -> None:
+        people = {
+            "c1": ("Aiko.Tanaka@example.com", "Aiko Tanaka"),
+            "c2": ("kenji@example.com", "Kenji Sato"),
+            "c3": ("sato@example.com", "Hana Sato"),
+            "c4": ("promo@example.com", "50%_off club"),
+            "c5": ("x@example.com", "500 club"),
+        }
+        for customer_id, (email, name) in people.items():
+            api.client.put(
+                f"/v1/customers/{customer_id}", json={"email": email, "name": name}, headers=auth(key)
+            )
+
+        def found(q: str) -> list[str]:
+            response = api.client.get("/v1/customers", params={"q": q}, headers=auth(key))
+            assert response.status_code == 200, response.text
+            return [c["customer_id"] for c in response.json()["customers"]]
+
+        assert found("aiko") == ["c1"]  # the email's start, in any case
+        assert found("SATO") == ["c3"]  # "Kenji Sato" does not start with it
+        assert found("c2") == ["c2"]  # the exact id
+        assert found("c") == []  # ids match whole, not by their start
+        assert found("50%") == ["c4"]  # % and _ are letters here, not wildcards
+        assert found("50") == ["c4", "c5"]
+        assert api.client.get("/v1/customers", params={"q": ""}, headers=auth(key)).status_code == 422
+
     def test_a_forged_cursor_is_400_naming_the_cursor(self, api: Api, key: str) -> None:
         response = api.client.get("/v1/customers", params={"cursor": "%%%"}, headers=auth(key))
         assert response.status_code == 400

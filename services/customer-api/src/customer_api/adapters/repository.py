@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, select, update
+from sqlalchemy import Select, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,8 +60,19 @@ class CustomerRepository:
         segment: str | None = None,
         churn_risk: str | None = None,
         tier: str | None = None,
+        text: str | None = None,
     ) -> list[dict[str, Any]]:
         query = select(tables.customers).where(tables.customers.c.shop_id == shop_id)
+        if text:
+            # The id itself, or the start of the email or the name, in any case (indexed).
+            pattern = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(
+                or_(
+                    tables.customers.c.customer_id == text,
+                    func.lower(tables.customers.c.email).like(pattern, escape="\\"),
+                    func.lower(tables.customers.c.name).like(pattern, escape="\\"),
+                )
+            )
         if tier is not None:
             accounts = loyalty_tables.loyalty_accounts
             query = query.join(

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 from retention_shared.db import JSONDocument, UTCDateTime, new_metadata
@@ -64,6 +65,15 @@ customers = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("shop_id", "customer_id"),
 )
+# Search by the start of an email or a name, in any case (`GET /v1/customers?q=`). On PostgreSQL
+# the pattern operator class lets `LIKE 'prefix%'` use the index whatever the database's collation.
+for _column in ("email", "name"):
+    Index(
+        f"ix_customers_{_column}_search",
+        customers.c.shop_id,
+        func.lower(customers.c[_column]).label(f"lower_{_column}"),
+        postgresql_ops={f"lower_{_column}": "text_pattern_ops"},
+    )
 
 consents = Table(
     "consents",

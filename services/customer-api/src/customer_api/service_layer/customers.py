@@ -134,6 +134,7 @@ def list_customers(
     segment: str | None = None,
     churn_risk: str | None = None,
     tier: str | None = None,
+    text: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of customers ordered by id, and the id to continue after (None on the last page)."""
     with uow:
@@ -146,6 +147,7 @@ def list_customers(
             segment=segment,
             churn_risk=churn_risk,
             tier=tier,
+            text=text,
         )
     page = rows[:limit]
     for row in page:

@@ -148,6 +148,14 @@ def build_router(
         segment: Annotated[str | None, Query(max_length=64, description="e.g. champions, at_risk")] = None,
         churn_risk: Annotated[Literal["low", "medium", "high"] | None, Query()] = None,
         tier: Annotated[str | None, Query(max_length=32, description="loyalty tier, e.g. gold")] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=200,
+                description="Search: the exact customer id, or the start of the email or the name (any case)",
+            ),
+        ] = None,
         principal: Principal = Depends(can_read_customers),
     ) -> CustomerPage:
         """Customers ordered by id, a page at a time.
@@ -168,6 +176,7 @@ def build_router(
             segment=segment,
             churn_risk=churn_risk,
             tier=tier,
+            text=q,
         )
         return CustomerPage(
             customers=[CustomerSummary.model_validate(row) for row in page],

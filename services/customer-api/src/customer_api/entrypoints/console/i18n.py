@@ -101,8 +101,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "search": ("Search", "検索"),
     "search_label": ("Customer id, email or name", "顧客 ID・メール・氏名"),
     "search_scope": (
-        "An exact id is looked up directly; email and name match within the first {n} customers.",
-        "ID は完全一致で直接検索します。メールと氏名は最初の {n} 人の中から検索します。",
+        "The exact id, or the start of an email or a name, in any case (up to {n} customers shown).",
+        "ID の完全一致、またはメールアドレス・氏名の前方一致で検索します"
+        "（大文字小文字は区別せず、最大 {n} 人を表示）。",
     ),
     "no_customers": ("No customers found.", "顧客が見つかりません。"),
     "customer_id": ("Customer id", "顧客 ID"),
