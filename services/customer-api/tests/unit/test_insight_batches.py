@@ -62,3 +62,32 @@ def test_a_late_batch_does_not_turn_the_view_back_in_time(api: Api, shop: dict[s
 
     view = insights(api, shop, "c1")
     assert (view["segment"], view["churn_risk"]) == ("champions", "medium")
+
+
+def scored(shop_id: str, customer: str, clv: float, at: datetime) -> Envelope:
+    return build_envelope(
+        type="customer_scored",
+        source="segmentation-worker",
+        shop_id=shop_id,
+        customer_id=customer,
+        data={"clv": clv, "horizon_months": 12, "expected_purchases": 2.5, "probability_alive": 0.8},
+        time=at,
+    )
+
+
+def test_the_newest_clv_is_in_the_view_and_an_older_one_never_replaces_it(
+    api: Api, shop: dict[str, Any]
+) -> None:
+    api.client.put(
+        "/v1/customers/c1", json={"name": "Aiko"}, headers={"Authorization": f"Bearer {shop['api_key']}"}
+    )
+    apply(
+        api, scored(shop["id"], "c1", 18_000.0, T0 + timedelta(days=1)), scored(shop["id"], "c1", 9_000.0, T0)
+    )
+    with api.uow_factory() as uow:  # one event at a time, as a redelivery would come
+        read_model.customer_scored(scored(shop["id"], "c1", 5_000.0, T0 + timedelta(hours=1)), uow)
+        uow.commit()
+
+    view = insights(api, shop, "c1")
+    assert (view["clv"], view["clv_horizon_months"], view["expected_purchases"]) == (18_000.0, 12, 2.5)
+    assert view["scores_as_of"].startswith("2026-11-02T09:00:00")

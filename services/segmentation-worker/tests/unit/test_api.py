@@ -202,6 +202,42 @@ class TestSegmentsApi:
         assert bad.json()["errors"][0]["field"] == "cursor"
 
 
+class TestCustomerScoredEvents:
+    def test_a_first_clv_is_announced_and_a_steady_one_is_not(self, service: Service) -> None:
+        headers = service.register_shop(SHOP)
+        service.apply(*service.history(SHOP, 80))
+        service.client.post("/v1/segmentation/recompute", headers=headers)
+        service.recompute_due()
+        state = tables.customer_state.c
+        with service.engine.connect() as connection:
+            clvs = dict(
+                connection.execute(select(state.customer_id, state.clv).where(state.clv.is_not(None))).all()
+            )
+        first = service.outbox("customer_scored")
+
+        assert len(clvs) > 40  # the fits succeeded for this shop
+        assert {event["customer_id"]: event["data"]["clv"] for event in first} == pytest.approx(clvs)
+        assert {event["data"]["horizon_months"] for event in first} == {12}
+
+        service.clock.advance(timedelta(hours=1))  # the same data: every CLV within 10%
+        service.client.post("/v1/segmentation/recompute", headers=headers)
+        service.recompute_due()
+        assert len(service.outbox("customer_scored")) == len(first)
+
+    def test_a_new_purchase_that_moves_the_clv_is_announced(self, service: Service) -> None:
+        headers = service.register_shop(SHOP)
+        service.apply(*service.history(SHOP, 80))
+        service.client.post("/v1/segmentation/recompute", headers=headers)
+        service.recompute_due()
+        before = len(service.outbox("customer_scored"))
+
+        # A big repeat order moves this customer's expected spend by far more than 10%.
+        service.apply(*(service.purchase(SHOP, "c000", f"big-{n}", "90000") for n in range(3)))
+
+        after = service.outbox("customer_scored")[before:]
+        assert [event["customer_id"] for event in after] == ["c000"]
+
+
 class TestSegmentMovesAndClv:
     def test_moves_between_segments_are_counted_per_pair_in_the_period(self, service: Service) -> None:
         headers = service.register_shop(SHOP)

@@ -182,6 +182,15 @@ class ChurnRiskChanged(EventData):
     probability_alive: float | None = Field(None, ge=0, le=1)
 
 
+class CustomerScored(EventData):
+    """The customer's predictions moved materially (the first ones, or CLV by 10% or more)."""
+
+    clv: float | None = Field(None, ge=0, description="Discounted expected spend over the horizon")
+    horizon_months: int = Field(12, ge=1, description="The CLV's horizon")
+    expected_purchases: float | None = Field(None, ge=0, description="Expected purchases over the horizon")
+    probability_alive: float | None = Field(None, ge=0, le=1)
+
+
 # --- follow-up -------------------------------------------------------------------------------
 
 
@@ -284,6 +293,7 @@ CATALOGUE: dict[str, EventSpec] = {
         _spec("ticket_resolved", TicketResolved, topics.ACTIVITY, "A support ticket was resolved", True),
         _spec("segment_changed", SegmentChanged, topics.INSIGHT, "The customer moved to another segment"),
         _spec("churn_risk_changed", ChurnRiskChanged, topics.INSIGHT, "The customer's churn band changed"),
+        _spec("customer_scored", CustomerScored, topics.INSIGHT, "The customer's CLV or predictions moved"),
         _spec("followup_scheduled", FollowupScheduled, topics.FOLLOWUP, "A follow-up step was scheduled"),
         _spec("followup_sent", FollowupSent, topics.FOLLOWUP, "A follow-up was handed to its channel"),
         _spec("followup_failed", FollowupFailed, topics.FOLLOWUP, "A follow-up could not be delivered"),

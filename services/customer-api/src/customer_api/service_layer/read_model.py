@@ -42,6 +42,18 @@ def churn_risk_changed(event: Envelope, uow: CustomerApiUnitOfWork) -> None:
     )
 
 
+def customer_scored(event: Envelope, uow: CustomerApiUnitOfWork) -> None:
+    _set_insight(uow.session, event, "scores_as_of", **_scores(event))
+
+
+def _scores(event: Envelope) -> dict[str, Any]:
+    return {
+        "clv": event.data.get("clv"),
+        "clv_horizon_months": event.data.get("horizon_months"),
+        "expected_purchases": event.data.get("expected_purchases"),
+    }
+
+
 def survey_answered(event: Envelope, uow: CustomerApiUnitOfWork) -> None:
     answer = {
         "survey_id": event.data["survey_id"],
@@ -112,6 +124,7 @@ _INSIGHT_COLUMNS: dict[str, tuple[str, Callable[[Envelope], dict[str, Any]]]] = 
             "probability_alive": event.data.get("probability_alive"),
         },
     ),
+    "customer_scored": ("scores_as_of", _scores),
 }
 INSIGHT_TYPES = frozenset(_INSIGHT_COLUMNS)
 
@@ -183,6 +196,7 @@ HANDLERS = {
     "consent_changed": consent_changed_elsewhere,
     "segment_changed": segment_changed,
     "churn_risk_changed": churn_risk_changed,
+    "customer_scored": customer_scored,
     "survey_answered": survey_answered,
     **dict.fromkeys(FOLLOWUP_STATUS, followup_changed),
 }

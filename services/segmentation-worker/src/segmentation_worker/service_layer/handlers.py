@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from retention_shared.events.catalogue import ChurnRiskChanged, RfmScores, SegmentChanged
+from retention_shared.events.catalogue import ChurnRiskChanged, CustomerScored, RfmScores, SegmentChanged
 from retention_shared.events.envelope import Envelope
 from segmentation_worker.domain.churn import BANDS, worsened
+from segmentation_worker.domain.config import SegmentationConfig
 from segmentation_worker.domain.scoring import Buyers, Scores, score
 from segmentation_worker.service_layer.context import shop_context
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
@@ -258,7 +259,7 @@ def _rescore(
     for shop_id, shop_states in by_shop.items():
         context = shop_context(uow, shop_id, now)
         scores = score(buyers_of(shop_states, now), context)
-        apply_scores(uow, shop_id, shop_states, scores, now)
+        apply_scores(uow, shop_id, shop_states, scores, now, context.config)
 
 
 def buyers_of(states: list[dict[str, Any]], now: datetime) -> Buyers:
@@ -281,8 +282,9 @@ def apply_scores(
     states: list[dict[str, Any]],
     scores: Scores,
     now: datetime,
+    config: SegmentationConfig,
 ) -> None:
-    """Copy scores into the customers' state rows, emitting segment and churn changes."""
+    """Copy scores into the customers' state rows, emitting segment, churn and CLV changes."""
     history = []
     for index, state in enumerate(states):
         rfm = RfmScores(r=int(scores.r[index]), f=int(scores.f[index]), m=int(scores.m[index]))
@@ -290,6 +292,7 @@ def apply_scores(
         band = BANDS[int(scores.churn_rank[index])]
         p_alive = _optional(scores.p_alive[index])
         previous_segment, previous_band = state.get("segment"), state.get("churn_band")
+        previous_clv = state.get("clv")
         state.update(
             r_score=rfm.r,
             f_score=rfm.f,
@@ -329,7 +332,42 @@ def apply_scores(
                     {"from": previous_band, "to": band, "probability_alive": p_alive}
                 ),
             )
+        old_clv = np.array([np.nan if previous_clv is None else float(previous_clv)])
+        if clv_moved(old_clv, scores.clv[index : index + 1])[0]:
+            uow.publish(
+                "customer_scored",
+                shop_id=shop_id,
+                customer_id=state["customer_id"],
+                data=customer_scored_data(
+                    scores.clv[index], scores.expected_purchases[index], scores.p_alive[index], config
+                ),
+            )
     uow.state.add_history(history)
+
+
+# A CLV moving by less than this share is not announced (customer_scored) to other services.
+CLV_EVENT_TOLERANCE = 0.10
+
+
+def clv_moved(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Customers with a first CLV, or one that moved by CLV_EVENT_TOLERANCE or more."""
+    with np.errstate(invalid="ignore"):
+        apart = np.abs(new - old) >= CLV_EVENT_TOLERANCE * np.abs(old)
+    return ~np.isnan(new) & (np.isnan(old) | apart)
+
+
+def customer_scored_data(
+    clv: float, expected_purchases: float, p_alive: float, config: SegmentationConfig
+) -> CustomerScored:
+    def known(value: float) -> float | None:
+        return None if np.isnan(value) else float(value)
+
+    return CustomerScored(
+        clv=known(clv),
+        horizon_months=config.clv.horizon_months,
+        expected_purchases=known(expected_purchases),
+        probability_alive=known(p_alive),
+    )
 
 
 def _optional(value: float) -> float | None:

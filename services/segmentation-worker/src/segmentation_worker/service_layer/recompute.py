@@ -21,7 +21,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 
 from retention_shared.clock import Clock
-from retention_shared.events.catalogue import ChurnRiskChanged, LoginDropped, RfmScores, SegmentChanged
+from retention_shared.events.catalogue import (
+    ChurnRiskChanged,
+    LoginDropped,
+    RfmScores,
+    SegmentChanged,
+)
 from segmentation_worker.domain.churn import BANDS, RANK, typical_gap_days, usual_gap_days
 from segmentation_worker.domain.config import SegmentationConfig, config_from_document
 from segmentation_worker.domain.logins import detect_login_drops
@@ -36,6 +41,7 @@ from segmentation_worker.domain.scoring import (
 )
 from segmentation_worker.service_layer import queries
 from segmentation_worker.service_layer.context import current_fits
+from segmentation_worker.service_layer.handlers import clv_moved, customer_scored_data
 from segmentation_worker.service_layer.uow import SegmentationUnitOfWork
 
 if TYPE_CHECKING:
@@ -106,10 +112,12 @@ def recompute_shop(uow: SegmentationUnitOfWork, shop_id: str, *, now: datetime) 
     # Customers the consumer re-scored while we computed kept its scores (the write skipped
     # them), and it already announced their changes.
     skipped = uow.state.customers_updated_after(shop_id, now)
+    rescored = np.flatnonzero(clv_moved(snapshot["clv"], scored.clv))
     if skipped:
         fresh = np.array([customer_id not in skipped for customer_id in ids], dtype=bool)
         segment_changed = segment_changed[fresh[segment_changed]]
         band_worsened = band_worsened[fresh[band_worsened]]
+        rescored = rescored[fresh[rescored]]
     history = []
     for index in segment_changed:
         previous = old_segments[index]
@@ -142,6 +150,15 @@ def recompute_shop(uow: SegmentationUnitOfWork, shop_id: str, *, now: datetime) 
                     "to": bands[index],
                     "probability_alive": None if np.isnan(p_alive) else float(p_alive),
                 }
+            ),
+        )
+    for index in rescored:
+        uow.publish(
+            "customer_scored",
+            shop_id=shop_id,
+            customer_id=ids[index],
+            data=customer_scored_data(
+                scored.clv[index], scored.expected_purchases[index], scored.p_alive[index], config
             ),
         )
     login_drops = detect_and_emit_login_drops(uow, shop_id, config, now)

@@ -161,6 +161,10 @@ class InsightsRead(BaseModel):
     churn_as_of: datetime | None
     last_survey: dict[str, Any] | None
     survey_as_of: datetime | None
+    clv: float | None = Field(None, description="Predicted lifetime value over `clv_horizon_months`")
+    clv_horizon_months: int | None = None
+    expected_purchases: float | None = Field(None, description="Expected purchases over the CLV's horizon")
+    scores_as_of: datetime | None = None
 
 
 class UpcomingFollowup(BaseModel):
