@@ -54,6 +54,20 @@ class TestShopStaffSignIn:
         assert 'aria-invalid="true"' in response.text
         assert "retention_console=" not in response.headers.get("set-cookie", "")
 
+    def test_after_ten_failures_an_address_must_wait_even_with_a_good_key(self, console: Any) -> None:
+        shop = console.create_shop()
+        assert console.sign_in(shop["api_key"]).status_code == 303  # successes are not counted
+        console.client.cookies.clear()
+        for _ in range(10):
+            assert console.sign_in("rtn_guess").status_code == 401
+
+        refused = console.sign_in(shop["api_key"])
+
+        assert refused.status_code == 429
+        assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+        assert "Too many failed sign-ins" in refused.text
+        assert "retention_console=" not in refused.headers.get("set-cookie", "")
+
     def test_the_sign_in_form_needs_its_csrf_cookie(self, console: Any) -> None:
         shop = console.create_shop()
         console.client.get("/console/sign-in")

@@ -106,6 +106,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "（大文字小文字は区別せず、最大 {n} 人を表示）。",
     ),
     "no_customers": ("No customers found.", "顧客が見つかりません。"),
+    "too_many_sign_ins": (
+        "Too many failed sign-ins from this address. Try again in {seconds} seconds.",
+        "このアドレスからのサインイン失敗が多すぎます。{seconds} 秒後にもう一度お試しください。",
+    ),
     "customer_id": ("Customer id", "顧客 ID"),
     "email": ("Email", "メール"),
     "name": ("Name", "氏名"),

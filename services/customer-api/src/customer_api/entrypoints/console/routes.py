@@ -37,11 +37,13 @@ from customer_api.entrypoints.console.plumbing import (
     set_session_cookie,
 )
 from customer_api.entrypoints.console.sessions import ABSOLUTE_LIFETIME, SessionStore
+from retention_shared.ratelimit import FailureLimiter
 from retention_shared.tenancy import KeyDirectory, hash_api_key
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
 SEARCH_LIMIT = 200
+SIGN_IN_FAILURES = "10 per 15 minutes"  # per client address
 PERIODS = (7, 30, 90, 365)
 
 
@@ -78,6 +80,8 @@ def build_console_router(
 ) -> APIRouter:
     """The console under /console; its routes stay out of the OpenAPI document (they are HTML)."""
     router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+    # Guessing a key or the operator token from one address is cut short after a few failures.
+    failed_sign_ins = FailureLimiter(SIGN_IN_FAILURES)
 
     def gateway_for(request: Request) -> Gateway:
         # One client per app: in-process calls go through the app itself, so the console sees
@@ -179,6 +183,19 @@ def build_console_router(
                 resume_path=resume_path,
                 resume=resume,
             )
+        address = request.client.host if request.client else "unknown"
+        wait_s = failed_sign_ins.retry_after(address)
+        if wait_s is not None:
+            refused = sign_in_page(
+                request,
+                status=429,
+                errors={"credential": t("too_many_sign_ins", seconds=wait_s)},
+                next_path=next_path,
+                resume_path=resume_path,
+                resume=resume,
+            )
+            refused.headers["Retry-After"] = str(wait_s)
+            return refused
         credential = fields.get("credential", "").strip()
         if not credential:
             return sign_in_page(
@@ -200,6 +217,7 @@ def build_console_router(
         else:
             principal = await run_in_threadpool(directory.lookup, hash_api_key(credential))
             if principal is None:
+                failed_sign_ins.failed(address)
                 return sign_in_page(
                     request,
                     status=401,
