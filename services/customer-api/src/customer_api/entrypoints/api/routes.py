@@ -13,6 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, ValidationError
+from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
 from customer_api.entrypoints.api.schemas import (
@@ -33,7 +34,6 @@ from customer_api.entrypoints.api.schemas import (
     ErasureReceipt,
     EventBatch,
     EventBatchResult,
-    EventResultRead,
     History,
     HistoryEntry,
     ShopCreate,
@@ -381,9 +381,7 @@ def build_router(
             }
         },
     )
-    async def post_events(
-        request: Request, principal: Principal = Depends(can_write_events)
-    ) -> EventBatchResult:
+    async def post_events(request: Request, principal: Principal = Depends(can_write_events)) -> Response:
         """Ingest up to 1,000 events; each is accepted, a duplicate, or rejected with the reason."""
         body = await request.body()
         if ingestion.batch_too_large(body):
@@ -397,9 +395,10 @@ def build_router(
         results = await run_in_threadpool(
             ingestion.ingest_events, uow=uow_factory(), shop_id=principal.shop_id, raw_events=batch.events
         )
-        return EventBatchResult(
-            results=[EventResultRead(id=r.id, status=r.status, error=r.error) for r in results]
-        )
+        # The documented EventBatchResult, written directly: validating a model per event of a
+        # 1,000-event batch only to serialize it again costs a tenth of the request.
+        answer = {"results": [{"id": r.id, "status": r.status, "error": r.error} for r in results]}
+        return Response(to_json(answer), status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
 
     return router
 
