@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
-from retention_shared.clock import ManualClock
+from retention_shared.clock import ManualClock, SystemClock
 from retention_shared.testing.kit_schema import make_engine, messaging
 from retention_shared.uow import SqlAlchemyUnitOfWork
 
@@ -28,4 +28,19 @@ def uow_factory(sqlite_engine: Engine, manual_clock: ManualClock) -> Callable[[]
         tables=messaging,
         clock=manual_clock,
         source="kit-test",
+    )
+
+
+@pytest.fixture
+def pg_engine(database_factory: Callable[[], str]) -> Iterator[Engine]:
+    """The kit's tiny schema in a fresh PostgreSQL database."""
+    engine = make_engine(database_factory())
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_uow(pg_engine: Engine) -> Callable[[], SqlAlchemyUnitOfWork]:
+    return partial(
+        SqlAlchemyUnitOfWork, sessionmaker(pg_engine), tables=messaging, clock=SystemClock(), source="it"
     )

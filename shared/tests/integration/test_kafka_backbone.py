@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import Engine, func, insert, select
-from sqlalchemy.orm import sessionmaker
 
 from retention_shared.clock import SystemClock
 from retention_shared.events.envelope import Envelope
@@ -20,24 +18,10 @@ from retention_shared.messaging.consumer import ConsumerRunner
 from retention_shared.messaging.kafka import KafkaPublisher, KafkaSubscriber
 from retention_shared.messaging.outbox import OutboxRelay
 from retention_shared.testing.infra import eventually
-from retention_shared.testing.kit_schema import applied, make_engine, messaging
+from retention_shared.testing.kit_schema import applied, messaging
 from retention_shared.uow import SqlAlchemyUnitOfWork
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pg_engine(database_factory: Callable[[], str]) -> Iterator[Engine]:
-    engine = make_engine(database_factory())
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def pg_uow(pg_engine: Engine) -> Callable[[], SqlAlchemyUnitOfWork]:
-    return partial(
-        SqlAlchemyUnitOfWork, sessionmaker(pg_engine), tables=messaging, clock=SystemClock(), source="it"
-    )
 
 
 def apply_login(event: Envelope, uow: SqlAlchemyUnitOfWork) -> None:

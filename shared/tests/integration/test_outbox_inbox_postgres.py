@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 
 import pytest
 from psycopg.errors import UniqueViolation
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import sessionmaker
 
-from retention_shared.clock import SystemClock
-from retention_shared.testing.kit_schema import make_engine, messaging
+from retention_shared.testing.kit_schema import messaging
 from retention_shared.uow import SqlAlchemyUnitOfWork
 
 pytestmark = pytest.mark.integration
 
 AWKWARD = 'tab\t, newline\n, return\r, backslash \\, quote " and 日本語'
-
-
-@pytest.fixture
-def pg_engine(database_factory: Callable[[], str]) -> Iterator[Engine]:
-    engine = make_engine(database_factory())
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def uow_factory(pg_engine: Engine) -> Callable[[], SqlAlchemyUnitOfWork]:
-    return partial(
-        SqlAlchemyUnitOfWork, sessionmaker(pg_engine), tables=messaging, clock=SystemClock(), source="it"
-    )
 
 
 def outbox_rows(engine: Engine) -> list[tuple[str, str, str]]:
@@ -46,9 +29,9 @@ def outbox_rows(engine: Engine) -> list[tuple[str, str, str]]:
 
 
 def test_a_batch_of_events_is_stored_intact_and_in_the_order_it_was_added(
-    uow_factory: Callable[[], SqlAlchemyUnitOfWork], pg_engine: Engine
+    pg_uow: Callable[[], SqlAlchemyUnitOfWork], pg_engine: Engine
 ) -> None:
-    with uow_factory() as uow:
+    with pg_uow() as uow:
         for number in range(300):
             uow.publish(
                 "login_recorded",
@@ -70,23 +53,23 @@ def test_a_batch_of_events_is_stored_intact_and_in_the_order_it_was_added(
 
 
 def test_events_of_a_rolled_back_unit_of_work_are_not_stored(
-    uow_factory: Callable[[], SqlAlchemyUnitOfWork], pg_engine: Engine
+    pg_uow: Callable[[], SqlAlchemyUnitOfWork], pg_engine: Engine
 ) -> None:
-    with uow_factory() as uow:
+    with pg_uow() as uow:
         uow.publish("login_recorded", shop_id="s", customer_id="c", data={}, event_id="gone")
     assert outbox_rows(pg_engine) == []
 
 
 def test_the_inbox_answers_which_identities_of_a_batch_it_has_seen(
-    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+    pg_uow: Callable[[], SqlAlchemyUnitOfWork],
 ) -> None:
     recorded = [("shop-a", f"e{n}") for n in range(0, 600, 2)] + [("shop-a", AWKWARD)]
-    with uow_factory() as uow:
+    with pg_uow() as uow:
         uow.inbox.record_many("group", recorded)
         uow.commit()
 
     asked = [("shop-a", f"e{n}") for n in range(600)] + [("shop-b", "e0"), ("shop-a", AWKWARD)]
-    with uow_factory() as uow:
+    with pg_uow() as uow:
         seen = uow.inbox.seen_many("group", asked)
         # The same event id under another shop, or for another group, is not a repeat.
         assert seen == set(recorded)
@@ -94,12 +77,12 @@ def test_the_inbox_answers_which_identities_of_a_batch_it_has_seen(
 
 
 def test_recording_an_identity_twice_fails_the_transaction_instead_of_applying_it_twice(
-    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+    pg_uow: Callable[[], SqlAlchemyUnitOfWork],
 ) -> None:
-    with uow_factory() as uow:
+    with pg_uow() as uow:
         uow.inbox.record_many("group", [("s", "e1")])
         uow.commit()
-    with uow_factory() as uow, pytest.raises(UniqueViolation):
+    with pg_uow() as uow, pytest.raises(UniqueViolation):
         uow.inbox.record_many("group", [("s", "e2"), ("s", "e1")])
-    with uow_factory() as uow:
+    with pg_uow() as uow:
         assert uow.inbox.seen_many("group", [("s", "e1"), ("s", "e2")]) == {("s", "e1")}
