@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -178,6 +179,50 @@ class TestAnswers:
         expired = survey_api.answer(token, 5)
         assert expired.status_code == 410
         assert "shop" not in expired.text.lower()
+
+
+class TestAnswerBodies:
+    """POST /v1/responses answers the same problems whether a body is plain JSON or not."""
+
+    def test_bad_bodies_are_problems_that_name_the_field(self, survey_api: Any, shop: Any) -> None:
+        _, headers = shop
+        token = survey_api.invite(headers)["token"]
+        cases = [
+            ({"token": token, "score": "nine"}, "application/json", "body.score"),
+            ({"token": token}, "application/json", "body.score"),
+            ({"token": token, "score": 9, "rating": 9}, "application/json", "body.rating"),
+            ({"token": "", "score": 9}, "application/json", "body.token"),
+            ({"token": token, "score": 9}, "text/plain", "body"),
+        ]
+        for body, content_type, field in cases:
+            response = survey_api.client.post(
+                "/v1/responses", content=json.dumps(body), headers={"Content-Type": content_type}
+            )
+            assert response.status_code == 422, (body, response.text)
+            assert response.headers["content-type"] == PROBLEM_JSON
+            assert [error["field"] for error in response.json()["errors"]] == [field], response.text
+        malformed = survey_api.client.post(
+            "/v1/responses", content=b'{"token": "x",', headers={"Content-Type": "application/json"}
+        )
+        assert malformed.status_code == 422
+        [error] = malformed.json()["errors"]
+        assert error["field"].startswith("body") and error["message"].startswith("malformed JSON")
+        assert survey_api.count(tables.responses) == 0
+
+    def test_json_with_a_charset_is_json(self, survey_api: Any, shop: Any) -> None:
+        _, headers = shop
+        token = survey_api.invite(headers)["token"]
+        body = json.dumps({"token": token, "score": 10, "comment": "美味しい"}, ensure_ascii=False)
+        first = survey_api.client.post(
+            "/v1/responses",
+            content=body.encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+        assert first.status_code == 201, first.text
+        assert first.json()["comment"] == "美味しい"
+        again = survey_api.answer(token, 10)
+        assert again.status_code == 200
+        assert again.json() == {**first.json(), "updated_at": again.json()["updated_at"]}
 
 
 class TestTheLinkForApps:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 
 from retention_shared.problems import Problem, invalid
 from retention_shared.tenancy import Principal
@@ -48,6 +51,8 @@ FirstDay = Annotated[
     date | None, Query(alias="from", description="First day (YYYY-MM-DD, the shop's time zone)")
 ]
 LastDay = Annotated[date | None, Query(alias="to", description="Last day, inclusive")]
+
+_response_read = TypeAdapter(ResponseRead)
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,80 @@ def invitation_form(link: Link) -> dict[str, Any]:
     }
 
 
+def answer_route(record: Callable[[ResponseCreate], Awaitable[Response]]) -> type[APIRoute]:
+    """The route class of POST /v1/responses: a body sent as `application/json` that parses and
+    validates as a ResponseCreate goes straight to `record`; any other request takes FastAPI's own
+    path (which calls the same `record` through the endpoint), so every error reads as before.
+
+    The short path skips what FastAPI does for any route and this one does not need: parsing the
+    Content-Type with the email package, solving an empty set of dependencies, and validating and
+    serialising the endpoint's return value again. On one API process that was about a third of
+    the framework's time per answer."""
+
+    class AnswerRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            standard = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                if request.headers.get("content-type") == "application/json":
+                    try:
+                        # As FastAPI does: the stdlib's json, then the model in Python mode.
+                        body = ResponseCreate.model_validate(json.loads(await request.body()))
+                    except ValueError:  # bad JSON, bad encoding or a failed validation
+                        pass
+                    else:
+                        return await record(body)
+                # The body read above is kept on the request, so FastAPI reads it again for free.
+                return await standard(request)
+
+            return handle
+
+    return AnswerRoute
+
+
 def build_router(wiring: Wiring) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["surveys"])
     can_read = require_scope(wiring.authenticate, "customers:read")
     can_write = require_scope(wiring.authenticate, "customers:write")
     uow = wiring.uow_factory
+
+    # First, so that the busiest route is matched without trying the others.
+    async def record_answer(body: ResponseCreate) -> Response:
+        try:
+            answer, created = await wiring.answers.submit_async(
+                Answer(body.token, body.score, body.comment, keep_comment=body.comment is None)
+            )
+        except LinkUnusable as exc:
+            raise link_problem(exc.state) from exc
+        except InvalidAnswer as exc:
+            raise invalid(f"body.{exc.field}", exc.message) from exc
+        # What FastAPI would make of the dict with response_model=ResponseRead, byte for byte.
+        return Response(
+            _response_read.dump_json(_response_read.validate_python(answer)),
+            status_code=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            media_type="application/json",
+        )
+
+    async def post_response(body: ResponseCreate) -> Response:
+        """Answer a survey from an app. The token is the credential: no API key is needed. A second
+        submission within 24 hours of the first updates the same answer; later ones are refused."""
+        return await record_answer(body)
+
+    router.add_api_route(
+        "/responses",
+        post_response,
+        methods=["POST"],
+        status_code=status.HTTP_201_CREATED,
+        response_model=ResponseRead,
+        tags=["responses"],
+        responses={
+            200: {"description": "A later submission within the edit window updated the answer"},
+            404: {"description": "Unknown, forged or tampered token"},
+            409: {"description": "Answered, and the edit window (24 h) is over"},
+            410: {"description": "The link expired"},
+        },
+        route_class_override=answer_route(record_answer),
+    )
 
     @router.post("/surveys", status_code=status.HTTP_201_CREATED, response_model=SurveyRead)
     def create_survey(body: SurveyCreate, principal: Principal = Depends(can_write)) -> dict[str, Any]:
@@ -279,32 +353,5 @@ def build_router(wiring: Wiring) -> APIRouter:
         if link.state in (LinkState.INVALID, LinkState.EXPIRED) or link.invitation is None:
             raise link_problem(link.state)
         return invitation_form(link)
-
-    @router.post(
-        "/responses",
-        status_code=status.HTTP_201_CREATED,
-        response_model=ResponseRead,
-        tags=["responses"],
-        responses={
-            200: {"description": "A later submission within the edit window updated the answer"},
-            404: {"description": "Unknown, forged or tampered token"},
-            409: {"description": "Answered, and the edit window (24 h) is over"},
-            410: {"description": "The link expired"},
-        },
-    )
-    async def post_response(body: ResponseCreate, response: Response) -> dict[str, Any]:
-        """Answer a survey from an app. The token is the credential: no API key is needed. A second
-        submission within 24 hours of the first updates the same answer; later ones are refused."""
-        try:
-            answer, created = await wiring.answers.submit_async(
-                Answer(body.token, body.score, body.comment, keep_comment=body.comment is None)
-            )
-        except LinkUnusable as exc:
-            raise link_problem(exc.state) from exc
-        except InvalidAnswer as exc:
-            raise invalid(f"body.{exc.field}", exc.message) from exc
-        if not created:
-            response.status_code = status.HTTP_200_OK
-        return answer
 
     return router
