@@ -32,6 +32,7 @@ from retention_shared.tenancy import CachedKeyDirectory, tenancy_handlers
 from retention_shared.web import ServiceApi, principal_dependency
 
 NAME = "followup-scheduler"
+DISPATCH_POLL_S = 0.1  # how often the dispatcher looks for steps that fell due by the clock
 TRIGGER_EVENTS = (
     "purchase_made",
     "refund_issued",
@@ -49,6 +50,7 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     settings = platform.settings
     config = SchedulerSettings()
     outbox_committed = threading.Event()
+    steps_due = threading.Event()  # set when a commit scheduled steps due at once; wakes the dispatcher
     uow_factory = partial(
         SchedulerUnitOfWork,
         sessionmaker(engine, expire_on_commit=False),
@@ -56,6 +58,7 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         clock=platform.clock,
         source=NAME,
         on_commit=outbox_committed.set,
+        on_steps_due=steps_due.set,
     )
     directory = CachedKeyDirectory(engine, tables.tenancy.api_keys)
     authenticate = principal_dependency(
@@ -81,6 +84,7 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         ),
         survey_base_url=settings.public_base_url,
         unsubscribe=links,
+        wakeup=steps_due,
     )
     replica = tenancy_handlers(tables.tenancy)
 
@@ -88,6 +92,13 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         replica["shop_registered"](event, uow)
         handlers.shop_registered(event, uow)
 
+    others: dict[str, handlers.Handler] = {
+        **replica,
+        "shop_registered": shop_registered,
+        "customer_upserted": handlers.customer_upserted,
+        "consent_changed": handlers.consent_changed,
+        "customer_erased": erasure.customer_erased,
+    }
     api = ServiceApi(
         NAME,
         [
@@ -105,16 +116,15 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         api=api,
         uow_factory=uow_factory,
         topics=[topics.TENANCY, topics.CUSTOMER, topics.ACTIVITY, topics.INSIGHT, topics.SURVEY],
-        handlers={
-            **replica,
-            "shop_registered": shop_registered,
-            "customer_upserted": handlers.customer_upserted,
-            "consent_changed": handlers.consent_changed,
-            "customer_erased": erasure.customer_erased,
-            **{event_type: handlers.trigger for event_type in TRIGGER_EVENTS},
-        },
+        handlers={**others, **{event_type: handlers.trigger for event_type in TRIGGER_EVENTS}},
+        # A poll's events go through the batch handler, every type, so that they apply in their
+        # order: the triggers with their state read in bulk, the others through their own handler.
+        # (A batch that fails is applied in halves, down to single events through `handlers`.)
+        batch_handler=handlers.batch_handler(others),
+        batch_types=frozenset({*others, *TRIGGER_EVENTS}),
         jobs=[
-            PeriodicJob("dispatcher", 0.1, dispatcher.dispatch_due),
+            # run_once waits (up to 100 ms, or until a commit schedules a step due now) by itself.
+            PeriodicJob("dispatcher", 0.0, partial(dispatcher.run_once, DISPATCH_POLL_S)),
             PeriodicJob("birthdays", 3600, partial(start_birthday_runs, uow_factory)),
         ],
         outbox_committed=outbox_committed,

@@ -4,6 +4,9 @@ Not used by the service itself."""
 
 from __future__ import annotations
 
+import cProfile
+import pstats
+import threading
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -139,9 +142,16 @@ def _step(shop_id: str, n: int, now: datetime, priority: str) -> dict[str, Any]:
     }
 
 
-def dispatcher_for(url: str, smtp_port: int, clock: Clock) -> tuple[Dispatcher, Engine]:
-    """The production Dispatcher with an SmtpChannel, on its own engine (batch size from the
-    environment, as in the service)."""
+def dispatcher_for(
+    url: str,
+    smtp_port: int,
+    clock: Clock,
+    *,
+    batch_size: int | None = None,
+    send_concurrency: int | None = None,
+) -> tuple[Dispatcher, Engine]:
+    """The production Dispatcher with an SmtpChannel, on its own engine (batch size and send
+    concurrency from the environment, as in the service, unless given)."""
     engine = create_db_engine(url, pool_size=2)
     uow_factory = partial(
         SchedulerUnitOfWork,
@@ -157,23 +167,60 @@ def dispatcher_for(url: str, smtp_port: int, clock: Clock) -> tuple[Dispatcher, 
         channels={"email": channel},
         renderer=Renderer(),
         batch_limit=10_000_000,
-        batch_size=config.dispatch_batch_size,
-        send_concurrency=config.dispatch_send_concurrency,
+        batch_size=batch_size or config.dispatch_batch_size,
+        send_concurrency=send_concurrency or config.dispatch_send_concurrency,
     )
     return dispatcher, engine
 
 
-def run_replica(url: str, smtp_port: int, now: datetime | None, started: Any, go: Any, results: Any) -> None:
+def run_replica(
+    url: str,
+    smtp_port: int,
+    now: datetime | None,
+    started: Any,
+    go: Any,
+    results: Any,
+    *,
+    batch_size: int | None = None,
+    send_concurrency: int | None = None,
+    profile_to: str | None = None,
+) -> None:
     """One scheduler replica in its own process (own engine, own GIL) until nothing is due.
 
     The target of a `multiprocessing` spawn: it lives in an importable module for that reason.
-    `now` fixes the clock (tests); None uses the system clock (benchmarks)."""
-    dispatcher, engine = dispatcher_for(url, smtp_port, ManualClock(now) if now else SystemClock())
+    `now` fixes the clock (tests); None uses the system clock (benchmarks). `profile_to`: write
+    cProfile stats of the dispatch (every thread) to this file."""
+    dispatcher, engine = dispatcher_for(
+        url,
+        smtp_port,
+        ManualClock(now) if now else SystemClock(),
+        batch_size=batch_size,
+        send_concurrency=send_concurrency,
+    )
+    profilers: list[cProfile.Profile] = []
+    if profile_to is not None:
+        profilers.append(cProfile.Profile())
+        threading.setprofile(lambda *_: _profile_thread(profilers))
     started.release()
     go.wait()
     try:
+        for profiler in profilers[:1]:
+            profiler.enable()
         results.put(dispatcher.dispatch_due())
     except BaseException as exc:  # the parent reports it; a child's traceback would be lost
         results.put(repr(exc))
     finally:
+        for profiler in profilers:
+            profiler.disable()
+        threading.setprofile(None)
+        dispatcher.close()
         engine.dispose()
+        if profile_to is not None:
+            pstats.Stats(*profilers).dump_stats(profile_to)
+
+
+def _profile_thread(profilers: list[cProfile.Profile]) -> None:
+    """Called once in each new thread (the senders): profile it too."""
+    profiler = cProfile.Profile()
+    profilers.append(profiler)
+    profiler.enable()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import DateTime, Integer, String, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from followup_scheduler.adapters.tables import (
     steps,
     tenancy,
 )
+from retention_shared.db import UTCDateTime, copy_text, driver_cursor, json_dumps
 
 PENDING = ("scheduled", "paused")
 
@@ -276,6 +277,90 @@ class SchedulerRepository:
             )
         )
 
+    def known_orders(self, shop_id: str, order_ids: list[str]) -> set[str]:
+        """Which of these orders were recorded already."""
+        found: set[str] = set()
+        for start in range(0, len(order_ids), 500):
+            found.update(
+                self._session.execute(
+                    select(purchases.c.order_id).where(
+                        purchases.c.shop_id == shop_id,
+                        purchases.c.order_id.in_(order_ids[start : start + 500]),
+                    )
+                ).scalars()
+            )
+        return found
+
+    def purchase_counts(self, shop_id: str, customer_ids: list[str]) -> dict[str, int]:
+        """How many purchases each of these customers has made (absent: none)."""
+        counts: dict[str, int] = {}
+        for start in range(0, len(customer_ids), 500):
+            rows = self._session.execute(
+                select(purchases.c.customer_id, func.count())
+                .where(
+                    purchases.c.shop_id == shop_id,
+                    purchases.c.customer_id.in_(customer_ids[start : start + 500]),
+                )
+                .group_by(purchases.c.customer_id)
+            )
+            counts.update((customer_id, int(count)) for customer_id, count in rows)
+        return counts
+
+    def add_purchases(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._session.execute(insert(purchases), rows)
+
+    def skus_of(self, shop_id: str, customer_ids: list[str]) -> dict[str, set[str]]:
+        """The products each of these customers has bought (absent: none)."""
+        found: dict[str, set[str]] = {}
+        for start in range(0, len(customer_ids), 500):
+            rows = self._session.execute(
+                select(customer_products.c.customer_id, customer_products.c.sku).where(
+                    customer_products.c.shop_id == shop_id,
+                    customer_products.c.customer_id.in_(customer_ids[start : start + 500]),
+                )
+            )
+            for customer_id, sku in rows:
+                found.setdefault(customer_id, set()).add(sku)
+        return found
+
+    def add_customer_products(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._session.execute(insert(customer_products), rows)
+
+    def upsert_products(self, rows: list[dict[str, Any]]) -> None:
+        """Insert or update (name, category) products; one row per (shop, sku)."""
+        if not rows:
+            return
+        statement = self._insert(products)
+        self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["shop_id", "sku"],
+                set_={"name": statement.excluded.name, "category": statement.excluded.category},
+            ),
+            rows,
+        )
+
+    def add_pair_counts(self, shop_id: str, counts: dict[tuple[str, str], int]) -> None:
+        """Add to the bought-together counts of (sku, other sku) pairs."""
+        if not counts:
+            return
+        statement = self._insert(co_purchases)
+        self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["shop_id", "sku", "other_sku"],
+                set_={"count": co_purchases.c.count + statement.excluded["count"]},
+            ),
+            [
+                {"shop_id": shop_id, "sku": sku, "other_sku": other, "count": count}
+                for (sku, other), count in sorted(counts.items())
+            ],
+        )
+
+    def _insert(self, table: Table) -> Any:
+        dialect = self._session.get_bind().dialect.name
+        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
     def recommendation(self, shop_id: str, customer_id: str, skus: list[str]) -> dict[str, Any] | None:
         """The product most often bought together with these, which the customer does not own yet."""
         if not skus:
@@ -424,12 +509,83 @@ class SchedulerRepository:
         )
         return dict(row) if row else None
 
+    def taken_business_keys(self, shop_id: str, business_keys: list[str]) -> set[tuple[str, str]]:
+        """(playbook key, business key) of the shop's runs with one of these business keys."""
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(business_keys), 500):
+            rows = self._session.execute(
+                select(runs.c.playbook_key, runs.c.business_key).where(
+                    runs.c.shop_id == shop_id,
+                    runs.c.business_key.in_(business_keys[start : start + 500]),
+                )
+            )
+            found.update((playbook_key, business_key) for playbook_key, business_key in rows)
+        return found
+
+    def last_runs_started(self, shop_id: str, customer_ids: list[str]) -> dict[tuple[str, str], datetime]:
+        """When each (playbook key, customer) pair of these customers last started a run."""
+        found: dict[tuple[str, str], datetime] = {}
+        for start in range(0, len(customer_ids), 500):
+            rows = self._session.execute(
+                select(runs.c.playbook_key, runs.c.customer_id, func.max(runs.c.started_at))
+                .where(runs.c.shop_id == shop_id, runs.c.customer_id.in_(customer_ids[start : start + 500]))
+                .group_by(runs.c.playbook_key, runs.c.customer_id)
+            )
+            found.update(((key, customer_id), started) for key, customer_id, started in rows)
+        return found
+
+    def active_runs_of(self, shop_id: str, customer_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Per customer, their active runs, oldest first."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(customer_ids), 500):
+            rows = self._session.execute(
+                select(runs)
+                .where(
+                    runs.c.shop_id == shop_id,
+                    runs.c.customer_id.in_(customer_ids[start : start + 500]),
+                    runs.c.status == "active",
+                )
+                .order_by(runs.c.started_at, runs.c.id)
+            ).mappings()
+            for row in rows:
+                found.setdefault(row["customer_id"], []).append(dict(row))
+        return found
+
+    def playbook_documents(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """The documents of these (playbook id, version) pairs that exist."""
+        wanted = set(keys)
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        ids = sorted({playbook_id for playbook_id, _ in wanted})
+        for start in range(0, len(ids), 500):
+            rows = self._session.execute(
+                select(
+                    playbook_versions.c.playbook_id, playbook_versions.c.version, playbook_versions.c.document
+                ).where(
+                    playbook_versions.c.playbook_id.in_(ids[start : start + 500]),
+                    playbook_versions.c.version.in_(sorted({version for _, version in wanted})),
+                )
+            )
+            for playbook_id, version, document in rows:
+                if (playbook_id, version) in wanted:
+                    found[(playbook_id, version)] = document
+        return found
+
+    def enabled_playbooks(self, shop_id: str) -> list[dict[str, Any]]:
+        rows = self._session.execute(
+            select(playbooks)
+            .where(playbooks.c.shop_id == shop_id, playbooks.c.enabled.is_(True))
+            .order_by(playbooks.c.key)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+    def add_runs(self, rows: list[dict[str, Any]]) -> None:
+        self._bulk_insert(runs, rows)
+
     def add_run(self, values: dict[str, Any]) -> None:
         self._session.execute(insert(runs).values(**values))
 
     def add_steps(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self._session.execute(insert(steps), rows)
+        self._bulk_insert(steps, rows)
 
     def active_run_ids(self, shop_id: str, playbook_key: str) -> list[str]:
         return list(
@@ -531,11 +687,15 @@ class SchedulerRepository:
         self._session.execute(update(steps).where(steps.c.id == step_id).values(**values))
 
     def update_steps(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
-        """Apply (step id, new values) pairs: one executemany per set of columns changed."""
+        """Apply (step id, new values) pairs: one statement per set of columns changed (on
+        PostgreSQL the values travel as arrays; elsewhere one executemany)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for step_id, values in changes:
             groups.setdefault(tuple(sorted(values)), []).append({"_step_id": step_id, **values})
         for columns, rows in groups.items():
+            if self._postgresql and len(rows) > 1 and all(c in _ARRAY_TYPES_OF_STEPS for c in columns):
+                self._update_steps_from_arrays(columns, rows)
+                continue
             statement = (
                 update(steps)
                 .where(steps.c.id == bindparam("_step_id"))
@@ -582,8 +742,7 @@ class SchedulerRepository:
         self._session.execute(insert(messages).values(**values))
 
     def record_messages(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self._session.execute(insert(messages), rows)
+        self._bulk_insert(messages, rows)
 
     def customer_steps(self, shop_id: str, customer_id: str) -> list[dict[str, Any]]:
         rows = self._session.execute(
@@ -592,3 +751,75 @@ class SchedulerRepository:
             .order_by(steps.c.due_at, steps.c.position)
         ).mappings()
         return [dict(row) for row in rows]
+
+    # --- bulk writes on PostgreSQL ------------------------------------------------------------
+
+    @property
+    def _postgresql(self) -> bool:
+        return self._session.get_bind().dialect.name == "postgresql"
+
+    def _bulk_insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert rows that all have the same keys: one COPY on PostgreSQL (an executemany runs a
+        statement per row), one executemany elsewhere."""
+        if not rows:
+            return
+        if not self._postgresql:
+            self._session.execute(insert(table), rows)
+            return
+        columns = list(rows[0])
+        lines = "".join("\t".join(_copy_value(row[column]) for column in columns) + "\n" for row in rows)
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        with driver_cursor(self._session) as cursor, cursor.copy(statement) as copy:
+            copy.write(lines)
+
+    def _update_steps_from_arrays(self, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        """One UPDATE for many steps: the ids and new values go as one array per column."""
+        names = ["_step_id", *columns]
+        arrays = ", ".join(f"%s::{_ARRAY_TYPES_OF_STEPS[name]}" for name in names)
+        assignments = ", ".join(f"{column} = v.{column}" for column in columns)
+        statement = (
+            f"UPDATE steps SET {assignments} FROM unnest({arrays}) AS v({', '.join(names)})"
+            " WHERE steps.id = v._step_id"
+        )
+        with driver_cursor(self._session) as cursor:
+            cursor.execute(statement, [[row[name] for row in rows] for name in names])
+
+
+def _array_type(column: Any) -> str | None:
+    if isinstance(column.type, UTCDateTime | DateTime):
+        return "timestamptz[]"
+    if isinstance(column.type, Integer):
+        return "integer[]"
+    if isinstance(column.type, String):
+        return "text[]"
+    return None
+
+
+# PostgreSQL array types of the steps' scalar columns (the ones `update_steps` can send as arrays).
+_ARRAY_TYPES_OF_STEPS: dict[str, str] = {
+    "_step_id": "text[]",
+    **{
+        column.name: array_type
+        for column in steps.columns
+        if (array_type := _array_type(column)) is not None and column.name != "id"
+    },
+}
+
+
+def _copy_value(value: Any) -> str:
+    """A Python value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return copy_text(value)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return copy_text(json_dumps(value))
+    return str(value)

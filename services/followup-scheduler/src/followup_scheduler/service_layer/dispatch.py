@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -183,9 +184,29 @@ class Dispatcher:
     surveys: SurveyInvitations | None = None
     survey_base_url: str | None = None
     unsubscribe: UnsubscribeLinks | None = None
+    # Set (by `wake`, or by the unit of work after a commit that scheduled steps due at once) to
+    # end `run_once`'s idle wait early.
+    wakeup: threading.Event = field(default_factory=threading.Event, repr=False)
     _shops: dict[str, _ShopView] = field(default_factory=dict, init=False, repr=False)
     _playbooks: dict[tuple[str, int], Playbook | None] = field(default_factory=dict, init=False, repr=False)
     _senders: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+
+    def wake(self) -> None:
+        """Steps fell due (a trigger scheduled one for now): look for them without waiting to poll."""
+        self.wakeup.set()
+
+    def run_once(self, idle_s: float = 0.1) -> int:
+        """The dispatcher's loop body: deliver what is due, then, once nothing is left, wait until
+        woken or `idle_s` has passed (steps that fall due by the clock are found by that poll)."""
+        self.wakeup.clear()  # a wake from here on, even during the dispatch, ends the wait below
+        try:
+            handled = self.dispatch_due()
+        except Exception:
+            time.sleep(idle_s)  # the database is away, say: do not retry in a tight loop
+            raise
+        if handled < self.batch_limit:
+            self.wakeup.wait(idle_s)
+        return handled
 
     def dispatch_due(self) -> int:
         """Deliver due steps, a batch per transaction, until none is left or the limit is reached."""
