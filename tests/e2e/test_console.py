@@ -30,15 +30,22 @@ DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 # One all-in-one platform for the module (it replaces the conftest's per-test `platform`): the
 # browser tests build on each other's data, as staff would in one day, and the process starts once.
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    smtp = SmtpServer().start()
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Platform]:
     platform = all_in_one(tmp_path_factory.mktemp("console"), smtp_port=smtp.port)
     platform.start()
     try:
         yield platform
     finally:
         platform.stop()
-        smtp.stop()
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +369,23 @@ class TestIsolation:
         page.get_by_role("button", name="Switch").click()
         response = page.goto(f"{platform.url('customer-api')}/console/customers/cust-aiko")
         assert response is not None and response.status == 404
+        page.context.close()
+
+    def test_a_test_message_reaches_the_platforms_mail_server(
+        self, browser: Any, platform: Platform, shops: Any, smtp: SmtpServer
+    ) -> None:
+        page = signed_in_page(browser, platform, shops["Kissa Tea"]["api_key"])
+        page.goto(f"{platform.url('customer-api')}/console/settings")
+        page.get_by_label("Test email to").fill("staff@kissa.example")
+        page.get_by_test_id("test-send-email").get_by_role("button", name="Send a test").click()
+
+        assert page.get_by_role("status").filter(has_text="accepted the test message").is_visible()
+        assert eventually(
+            lambda: any("staff@kissa.example" in mail.recipients for mail in smtp.received),
+            timeout_s=20,
+            interval_s=0.5,
+            what="the test message at the SMTP server",
+        )
         page.context.close()
 
     def test_the_operator_sees_the_dead_letter_queues(

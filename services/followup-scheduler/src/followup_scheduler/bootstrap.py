@@ -70,13 +70,14 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
     links = UnsubscribeLinks(settings.signing_secret.get_secret_value(), settings.public_base_url)
     http_client = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0))
     platform_email = SmtpChannel(settings.smtp_host, settings.smtp_port, settings.smtp_sender)
+    channel_directory = ChannelDirectory({"email": platform_email}, http_client)
     dispatcher = Dispatcher(
         uow_factory=uow_factory,
         channels={"email": platform_email},
         renderer=renderer,
         batch_size=config.dispatch_batch_size,
         send_concurrency=config.dispatch_send_concurrency,
-        directory=ChannelDirectory({"email": platform_email}, http_client),
+        directory=channel_directory,
         surveys=HttpSurveyInvitations(
             http_client,
             base_url=settings.public_base_url,
@@ -104,7 +105,9 @@ def bootstrap(platform: PlatformContext, engine: Engine) -> ServiceRuntime:
         [
             build_router(uow_factory=uow_factory, authenticate=authenticate),
             build_playbook_router(uow_factory=uow_factory, authenticate=authenticate, renderer=renderer),
-            build_settings_router(uow_factory=uow_factory, authenticate=authenticate),
+            build_settings_router(
+                uow_factory=uow_factory, authenticate=authenticate, directory=channel_directory
+            ),
             build_deliveries_router(uow_factory=uow_factory, authenticate=authenticate),
             build_unsubscribe_router(uow_factory=uow_factory, links=links),
         ],

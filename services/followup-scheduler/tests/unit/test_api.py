@@ -18,6 +18,7 @@ from retention_shared.config import Mode, PlatformSettings
 from retention_shared.events.envelope import build_envelope
 from retention_shared.platform import app_with_workers, assemble
 from retention_shared.runtime import ServiceRuntime, service_named
+from retention_shared.testing.smtp import SmtpServer, free_port
 
 ADMIN_TOKEN = "unit-test-operator-token"
 SHOP = "shop_api"
@@ -308,6 +309,58 @@ class TestSettingsAndChannels:
             },
         )
         assert again.json()["secrets_set"] == ["auth_token"]
+
+    def test_a_test_message_goes_through_the_shops_own_server(
+        self, api: Api, smtp_server: SmtpServer
+    ) -> None:
+        configured = api.put(
+            "/v1/channels/email",
+            json={
+                "settings": {
+                    "host": smtp_server.host,
+                    "port": smtp_server.port,
+                    "sender": "shop@example.com",
+                    "starttls": False,
+                }
+            },
+        )
+        assert configured.status_code == 200, configured.text
+
+        sent = api.post("/v1/channels/email/test", json={"to": "staff@example.com"})
+
+        assert sent.status_code == 200, sent.text
+        assert sent.json() == {
+            "channel": "email",
+            "recipient": "staff@example.com",
+            "delivered": True,
+            "error": None,
+        }
+        (mail,) = smtp_server.wait_for(1)
+        assert mail.recipients == ["staff@example.com"] and mail.sender == "shop@example.com"
+        assert "test message" in mail.subject
+
+    def test_a_failing_channel_answers_the_providers_error_and_a_missing_one_404(self, api: Api) -> None:
+        nothing_listens = free_port()
+        api.put(
+            "/v1/channels/email",
+            json={
+                "settings": {
+                    "host": "127.0.0.1",
+                    "port": nothing_listens,
+                    "sender": "shop@example.com",
+                    "starttls": False,
+                }
+            },
+        )
+
+        failed = api.post("/v1/channels/email/test", json={"to": "staff@example.com"})
+        missing = api.post("/v1/channels/sms/test", json={"to": "+819012345678"})
+        empty = api.post("/v1/channels/email/test", json={"to": ""})
+
+        assert failed.status_code == 200 and failed.json()["delivered"] is False
+        assert failed.json()["error"]
+        assert missing.status_code == 404
+        assert empty.status_code == 422 and "body.to" in json.dumps(empty.json()["errors"])
 
     def test_a_missing_secret_is_named(self, api: Api) -> None:
         response = api.put("/v1/channels/webhook", json={"settings": {"url": "https://shop.example/hook"}})

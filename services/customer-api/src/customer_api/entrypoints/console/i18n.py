@@ -106,6 +106,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "（大文字小文字は区別せず、最大 {n} 人を表示）。",
     ),
     "no_customers": ("No customers found.", "顧客が見つかりません。"),
+    "test_send": ("Send a test", "テスト送信"),
+    "test_send_to": ("Test {channel} to", "{channel} のテスト送信先"),
+    "test_send_ok": (
+        "The provider accepted the test message to {to}.",
+        "{to} へのテスト送信を受け付けました。",
+    ),
+    "test_send_failed": ("The test failed: {error}", "テスト送信に失敗しました：{error}"),
     "too_many_sign_ins": (
         "Too many failed sign-ins from this address. Try again in {seconds} seconds.",
         "このアドレスからのサインイン失敗が多すぎます。{seconds} 秒後にもう一度お試しください。",

@@ -497,6 +497,7 @@ def build_console_router(
             "followup_form": None,
             "segmentation_errors": {},
             "segmentation_form": None,
+            "test_send": None,
         }
         defaults.update(values)
         return page.render(
@@ -594,6 +595,26 @@ def build_console_router(
             errors = answer.field_errors or {"document": answer.detail}
         extra: dict[str, Any] = {f"{section}_errors": errors, f"{section}_form": fields}
         return await settings_page(page, status=422, **extra)
+
+    @router.post("/settings/channels/{channel}/test")
+    async def test_channel(request: Request, page: SignedIn, channel: str) -> Response:
+        page.require("admin")
+        recipient = (await form_fields(request)).get("to", "").strip()
+        if not recipient:
+            return await settings_page(
+                page, status=422, test_send={"channel": channel, "error": page.t("required"), "to": ""}
+            )
+        answer = await page.api(
+            "POST", f"/v1/channels/{quote(channel, safe='')}/test", json={"to": recipient}
+        )
+        if answer.not_found:
+            raise page.not_found()
+        if not answer.ok or not isinstance(answer.data, dict):
+            detail = page.t("not_available_detail", detail=answer.detail)
+            return await settings_page(
+                page, status=422, test_send={"channel": channel, "error": detail, "to": recipient}
+            )
+        return await settings_page(page, test_send={**answer.data, "to": recipient})
 
     @router.post("/settings/followup")
     async def save_followup_settings(request: Request, page: SignedIn) -> Response:

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, ValidationError
 
+from followup_scheduler.adapters.channels.directory import ChannelDirectory
 from followup_scheduler.domain.channel_config import ChannelName, validated
 from followup_scheduler.domain.hygiene import FollowupSettings
 from followup_scheduler.service_layer.settings import load_settings
+from followup_scheduler.service_layer.test_send import ChannelUnavailable, send_test_message
 from followup_scheduler.service_layer.uow import SchedulerUnitOfWork
 from retention_shared.problems import Problem, not_found
 from retention_shared.tenancy import Principal
@@ -49,8 +51,27 @@ def _channel_read(row: dict[str, Any]) -> ChannelRead:
     )
 
 
+class TestSendWrite(BaseModel):
+    to: str = Field(
+        min_length=1,
+        max_length=320,
+        description="Where to send it: an email address, a phone number in E.164, a LINE user id "
+        "(ignored by the webhook channel, which posts to its configured URL)",
+    )
+
+
+class TestSendRead(BaseModel):
+    channel: str
+    recipient: str
+    delivered: bool = Field(description="Whether the channel's provider accepted the message")
+    error: str | None = Field(description="The provider's answer when it did not")
+
+
 def build_settings_router(
-    *, uow_factory: Callable[[], SchedulerUnitOfWork], authenticate: Authenticator
+    *,
+    uow_factory: Callable[[], SchedulerUnitOfWork],
+    authenticate: Authenticator,
+    directory: ChannelDirectory,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["followup settings"])
     can_manage = require_scope(authenticate, "admin")
@@ -120,6 +141,22 @@ def build_settings_router(
             uow.repo.save_channel_config(row)
             uow.commit()
         return _channel_read(row)
+
+    @router.post("/channels/{channel}/test", response_model=TestSendRead)
+    def test_channel(
+        channel: Annotated[ChannelName, Path()],
+        body: TestSendWrite,
+        principal: Principal = Depends(can_manage),
+    ) -> TestSendRead:
+        """Send a test message through the channel as configured now (the platform's email server
+        when the shop has none); the answer says whether the provider accepted it, or its error."""
+        try:
+            result = send_test_message(
+                uow_factory(), directory, shop_id=principal.shop_id, channel=channel, recipient=body.to
+            )
+        except ChannelUnavailable as exc:
+            raise not_found("channel configuration") from exc
+        return TestSendRead(**vars(result))
 
     @router.delete("/channels/{channel}", status_code=204)
     def delete_channel(
