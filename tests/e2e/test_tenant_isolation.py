@@ -23,7 +23,15 @@ from retention_shared.testing.infra import eventually
 pytestmark = pytest.mark.e2e
 
 # Routes that are not about one shop's data: operator routes and plumbing.
-NOT_SHOP_DATA = {"/v1/shops", "/v1/shops/{shop_id}/api-keys", "/healthz", "/readyz", "/metrics"}
+NOT_SHOP_DATA = {
+    "/v1/shops",
+    "/v1/shops/{shop_id}/api-keys",
+    "/v1/dlq",
+    "/v1/dlq/{topic}/replay",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+}
 # Signed links (survey answers, unsubscribes): the token itself is the credential, not a shop key.
 CAPABILITY_PARAMS = {"token"}
 # Writes by id that act on the caller's own shop: B writing "c1" makes B's own customer c1.
