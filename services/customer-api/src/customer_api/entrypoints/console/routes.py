@@ -317,8 +317,10 @@ def build_console_router(
         )
         chosen = views.survey_per_kind(views.items_of(surveys, "surveys"))
         periods = {
-            # Survey results are cheap to count live, so their period runs through today.
-            "current": {"from": start.date().isoformat(), "to": end.date().isoformat()},
+            # Survey results are cheap to count live, so their period runs up to now. With no end
+            # date given: the survey-service counts days in the shop's timezone, where today may
+            # already be tomorrow in UTC (Tokyo from 15:00 UTC).
+            "current": {"from": start.date().isoformat()},
             "previous": {
                 "from": before.date().isoformat(),
                 "to": (start - timedelta(days=1)).date().isoformat(),
@@ -837,7 +839,8 @@ def build_console_router(
         surveys_answer = await page.api("GET", "/v1/surveys")
         listed = [s for s in views.items_of(surveys_answer, "surveys") if not s.get("archived")][:6]
         today = datetime.now(UTC).date()
-        window = {"from": (today - timedelta(days=days)).isoformat(), "to": today.isoformat()}
+        # Up to now: no end date (see the overview's survey periods for why).
+        window = {"from": (today - timedelta(days=days)).isoformat()}
         interval = "week" if days > 31 else "day"
         results = await asyncio.gather(
             *(
